@@ -1,0 +1,27 @@
+from snakemake.utils import min_version, validate
+
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/model.smk"
+include: "rules/data.smk"
+include: "rules/explore.smk"
+include: "rules/refine.smk"
+include: "rules/execute.smk"
+include: "rules/select.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        expand("results/{domain}/summary.md", domain=DOMAINS),
+    default_target: True

@@ -1,0 +1,12 @@
+from envisions_flow.logs import rule_job
+from envisions_flow.stages import refine
+
+with rule_job(snakemake):
+    refine(
+        snakemake.config,
+        snakemake.wildcards.domain,
+        int(snakemake.wildcards.iteration),
+        snakemake.input.samples,
+        snakemake.input.model,
+        snakemake.output[0],
+    )

@@ -1,0 +1,166 @@
+"""Typed Parquet artifacts passed between rules, written atomically.
+
+Every rule output is declared here with a pyarrow schema, so a reader can
+trust the columns it gets and a half-written file never looks finished: data
+goes to a temporary file in the same directory and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TASKS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+# One row per generated completion (explore samples, refinements, eval predictions).
+GENERATIONS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("program", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("logprob_sum", pa.float64()),
+        ("self_reward", pa.float64()),
+        ("source_program", pa.string()),
+    ]
+)
+
+EXECUTIONS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("b", pa.int8()),
+        ("value", pa.string()),
+        ("error_class", pa.string()),
+        ("duration_s", pa.float64()),
+    ]
+)
+
+POOL = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        ("program", pa.string()),
+        ("program_key", pa.string()),
+        ("b", pa.int8()),
+        ("self_reward", pa.float64()),
+        ("origin", pa.string()),
+        ("iteration", pa.int32()),
+        ("sample_idx", pa.int32()),
+    ]
+)
+
+U1 = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("rank", pa.int32()),
+        ("positive", pa.string()),
+        ("self_reward", pa.float64()),
+    ]
+)
+
+U2 = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("rank", pa.int32()),
+        ("positive", pa.string()),
+        ("negative", pa.string()),
+        ("positive_reward", pa.float64()),
+        ("negative_reward", pa.float64()),
+    ]
+)
+
+EVAL = pa.schema(
+    [
+        ("testset", pa.string()),
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        ("completion", pa.string()),
+        ("program", pa.string()),
+        ("value", pa.string()),
+        ("b", pa.int8()),
+        ("error_class", pa.string()),
+    ]
+)
+
+
+class ArtifactError(ValueError):
+    """An artifact on disk is missing, unreadable or has the wrong columns."""
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def write_table(frame: pd.DataFrame | list[dict[str, Any]], path: str | Path, schema: pa.Schema) -> None:
+    """Write rows as Parquet with exactly `schema`, atomically."""
+    path = Path(path)
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame(frame, columns=schema.names)
+    missing = [name for name in schema.names if name not in frame.columns]
+    if missing:
+        raise ArtifactError(f"{path}: rows lack columns {missing}")
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_table(path: str | Path, schema: pa.Schema) -> pd.DataFrame:
+    """Read a Parquet artifact, failing with the file's name if it is corrupt or mistyped."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: file not found") from None
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({error}); delete it and re-run") from None
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise ArtifactError(f"{path}: missing columns {missing}; delete it and re-run")
+    try:
+        return table.select(schema.names).cast(schema).to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise ArtifactError(f"{path}: columns have the wrong types ({error})") from None
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> None:
+    """Write a small JSON summary atomically."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,248 @@
+"""Task data: public datasets by hub id, local files with a field mapping, or generated problems.
+
+Every source is normalised to rows (id, question, answer, source). Problems are
+reported with the config key and the file or field at fault, before any model
+work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from . import answers
+
+
+class DataError(ValueError):
+    """A dataset is missing, malformed or empty."""
+
+
+# Public datasets as the papers used them; any key can be overridden in the config.
+PRESETS: dict[str, dict[str, Any]] = {
+    "gsm8k": {"kind": "hub", "id": "openai/gsm8k", "subset": "main", "split": "test",
+              "fields": {"question": "question", "answer": "answer"}, "answer_format": "gsm8k"},
+    "math": {"kind": "hub", "id": "HuggingFaceH4/MATH-500", "split": "test",
+             "fields": {"question": "problem", "answer": "answer", "id": "unique_id"},
+             "answer_format": "raw", "answer_type": answers.SYMBOLIC},
+    "gsm_hard": {"kind": "hub", "id": "reasoning-machines/gsm-hard", "split": "train",
+                 "fields": {"question": "input", "answer": "target"}, "answer_format": "raw"},
+    "svamp": {"kind": "hub", "id": "ChilleD/SVAMP", "split": "test",
+              "fields": {"question": "{Body} {Question}", "answer": "Answer", "id": "ID"}, "answer_format": "raw"},
+    "asdiv": {"kind": "hub", "id": "EleutherAI/asdiv", "split": "validation",
+              "fields": {"question": "{body} {question}", "answer": "answer"}, "answer_format": "number"},
+}
+
+
+def with_preset(spec: dict[str, Any]) -> dict[str, Any]:
+    """A dataset spec with its preset's defaults filled in."""
+    preset = spec.get("preset")
+    if preset is None:
+        return dict(spec)
+    if preset not in PRESETS:
+        raise DataError(f"preset: unknown dataset preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+    merged = {**PRESETS[preset], **spec}
+    merged["fields"] = {**PRESETS[preset].get("fields", {}), **spec.get("fields", {})}
+    return merged
+
+
+def _gold(value: Any, answer_format: str) -> str:
+    text = str(value).strip()
+    if answer_format == "gsm8k":
+        text = text.split("####")[-1].strip().replace(",", "")
+    elif answer_format == "boxed":
+        text = answers.unbox(text).strip()
+    elif answer_format == "number":
+        number = answers.parse_number(text)
+        text = "" if number is None else format(number, "g") if number != int(number) else str(int(number))
+    return text
+
+
+def _field_getter(template: str) -> tuple[Callable[[dict], str], list[str]]:
+    """A field mapping is a column name or a format string such as '{Body} {Question}'."""
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    if not names:
+        return (lambda row: row[template]), [template]
+    return (lambda row: template.format(**row)), names
+
+
+def _read_file(path: Path, key: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{key}.path: file not found: {path}")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    try:
+        if suffix in {".jsonl", ".jsonl.gz"}:
+            return pd.read_json(path, lines=True, dtype=False)
+        if suffix == ".json":
+            return pd.read_json(path, dtype=False)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in {".csv", ".csv.gz"}:
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, OSError) as error:
+        raise DataError(f"{key}.path: cannot read {path}: {error}") from None
+    raise DataError(f"{key}.path: {path} must end in .jsonl, .json, .parquet or .csv")
+
+
+def _read_hub(spec: dict[str, Any], key: str) -> pd.DataFrame:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(spec["id"], spec.get("subset"), split=spec.get("split", "test"))
+    except Exception as error:  # noqa: BLE001 - offline, missing id, bad split: all the user's to fix
+        raise DataError(f"{key}.id: cannot load {spec['id']!r} from the hub ({type(error).__name__}: {error}); "
+                        "download it once and point `kind: file` at the local copy") from None
+    return dataset.to_pandas()
+
+
+def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) -> pd.DataFrame:
+    """Map a raw table to (id, question, answer, source) and check it."""
+    fields = spec.get("fields", {"question": "question", "answer": "answer"})
+    getters = {}
+    for target in ("question", "answer"):
+        if target not in fields:
+            raise DataError(f"{key}.fields: no mapping for {target!r}")
+        getter, needed = _field_getter(fields[target])
+        missing = [name for name in needed if name not in frame.columns]
+        if missing:
+            raise DataError(f"{key}.fields.{target}: {origin} has no column(s) {missing}; "
+                            f"columns are {list(frame.columns)}")
+        getters[target] = getter
+    if "id" in fields and fields["id"] not in frame.columns:
+        raise DataError(f"{key}.fields.id: {origin} has no column {fields['id']!r}")
+    rows = frame.to_dict("records")
+    if spec.get("limit"):
+        rows = rows[: int(spec["limit"])]
+    if not rows:
+        raise DataError(f"{key}: {origin} has no rows (empty split)")
+    name = spec.get("name", key.split(".")[-1])
+    out = pd.DataFrame(
+        {
+            "id": [str(row[fields["id"]]) if "id" in fields else f"{name}-{i}" for i, row in enumerate(rows)],
+            "question": [str(getters["question"](row)).strip() for row in rows],
+            "answer": [_gold(getters["answer"](row), spec.get("answer_format", "raw")) for row in rows],
+            "source": name,
+        }
+    )
+    if (out["question"] == "").any():
+        raise DataError(f"{key}: {origin} has empty questions at rows {out.index[out['question'] == ''].tolist()[:5]}")
+    if (out["answer"] == "").any():
+        raise DataError(f"{key}: {origin} has empty answers at rows {out.index[out['answer'] == ''].tolist()[:5]}")
+    duplicated = out["id"][out["id"].duplicated()].unique().tolist()
+    if duplicated:
+        raise DataError(f"{key}.fields.id: {origin} has duplicate ids {duplicated[:5]}")
+    return out
+
+
+def load_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
+    """Rows (id, question, answer, source) for one configured dataset."""
+    spec = with_preset(spec)
+    kind = spec.get("kind")
+    if kind == "generated":
+        return generate_word_problems(spec, key)
+    if kind == "file":
+        path = Path(spec.get("path", ""))
+        return normalise(_read_file(path, key), spec, key, str(path))
+    if kind == "hub":
+        return normalise(_read_hub(spec, key), spec, key, spec["id"])
+    raise DataError(f"{key}.kind: must be one of generated, file, hub (got {kind!r})")
+
+
+def check_source(spec: dict[str, Any], key: str) -> None:
+    """Cheap start-up check of a dataset spec: file exists, is readable, has the mapped fields, is not empty."""
+    spec = with_preset(spec)
+    if spec.get("kind") == "file":
+        path = Path(spec.get("path", ""))
+        normalise(_read_file(path, key), {**spec, "limit": 1}, key, str(path))
+    elif spec.get("kind") not in {"generated", "hub"}:
+        raise DataError(f"{key}.kind: must be one of generated, file, hub (got {spec.get('kind')!r})")
+
+
+# ---- generated grade-school word problems -------------------------------------------------------
+
+_NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farah", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena",
+          "Maya", "Noah", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara", "Uma", "Victor", "Wen", "Yusuf"]
+_ITEMS = ["apples", "marbles", "stickers", "pencils", "cookies", "books", "shells", "cards", "stamps", "eggs",
+          "flowers", "coins", "toy cars", "beads", "oranges", "balloons"]
+
+
+def _templates(r: random.Random, high: int) -> list[Callable[[], tuple[str, int]]]:
+    """Each template draws its numbers and returns (question, exact integer answer)."""
+    name, other, item = r.choice(_NAMES), r.choice(_NAMES), r.choice(_ITEMS)
+    a, b, c = r.randint(2, high), r.randint(2, high), r.randint(2, max(3, high // 4))
+
+    def more():
+        return f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?", a + b
+
+    def fewer():
+        big = a + b
+        return f"{name} had {big} {item} and gave {b} of them to {other}. How many {item} does {name} have left?", a
+
+    def packs():
+        return f"{name} buys {c} bags of {item}. Each bag holds {b} {item}. How many {item} does {name} buy?", c * b
+
+    def share():
+        total = b * c
+        return (f"{name} shares {total} {item} equally among {c} friends. How many {item} does each friend get?", b)
+
+    def shop():
+        price, count = r.randint(2, max(3, high // 5)), c
+        paid = price * count + a
+        return (f"{name} buys {count} notebooks that cost ${price} each and pays with ${paid}. "
+                f"How many dollars of change does {name} get?", paid - price * count)
+
+    def two_step():
+        return (f"{name} has {a} {item}. {name} buys {c} boxes with {b} {item} in each box. "
+                f"How many {item} does {name} have in total?", a + b * c)
+
+    def compare():
+        return (f"{name} collected {a} {item}. {other} collected {c} times as many {item} as {name}. "
+                f"How many {item} did they collect together?", a + a * c)
+
+    def weekly():
+        days = r.randint(2, 7)
+        return (f"{name} reads {b} pages every day for {days} days and then {a} pages on the last day. "
+                f"How many pages does {name} read in all?", b * days + a)
+
+    return [more, fewer, packs, share, shop, two_step, compare, weekly]
+
+
+def _split_of(question: str, test_fraction: float = 0.3) -> str:
+    digest = int(hashlib.sha256(question.encode()).hexdigest()[:8], 16)
+    return "test" if digest / 0xFFFFFFFF < test_fraction else "train"
+
+
+def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
+    """Seeded grade-school word problems whose answers are computed.
+
+    Train and test are disjoint by construction: a problem's split is a hash of
+    its text, and each split keeps only its own problems.
+    """
+    n = int(spec.get("n", 0))
+    if n <= 0:
+        raise DataError(f"{key}.n: a generated dataset needs n > 0")
+    split = spec.get("split", "train")
+    if split not in {"train", "test"}:
+        raise DataError(f"{key}.split: generated data has splits train and test (got {split!r})")
+    high = {"easy": 20, "medium": 100, "hard": 100_000}.get(spec.get("difficulty", "easy"))
+    if high is None:
+        raise DataError(f"{key}.difficulty: must be easy, medium or hard")
+    r = random.Random(int(spec.get("seed", 0)))
+    name = spec.get("name", key.split(".")[-1])
+    seen: set[str] = set()
+    rows = []
+    for _ in range(n * 1000):
+        if len(rows) == n:
+            break
+        question, answer = r.choice(_templates(r, high))()
+        if question in seen or _split_of(question) != split:
+            continue
+        seen.add(question)
+        rows.append({"id": f"{name}-{len(rows)}", "question": question, "answer": str(answer), "source": name})
+    if len(rows) < n:
+        raise DataError(f"{key}.n: could only generate {len(rows)} distinct {split} problems")
+    return pd.DataFrame(rows)

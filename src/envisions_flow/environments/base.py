@@ -1,0 +1,62 @@
+"""The one environment protocol every domain implements.
+
+The pipeline (sampling, execution, selection, training, evaluation) only talks
+to this interface, so a domain is a prompt set, a program extractor and an
+executor, never a copy of the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+Messages = list[dict[str, str]]
+
+# Error classes shared by every domain ("" = correct). Executors may add finer ones.
+CORRECT = ""
+WRONG_ANSWER = "wrong_answer"
+NO_ANSWER = "no_answer"
+NO_PROGRAM = "no_program"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task input x with its answer y."""
+
+    id: str
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The environment's verdict on one program: binary reward b and why."""
+
+    b: int
+    value: str | None
+    error_class: str
+    duration_s: float
+
+
+class Environment(Protocol):
+    """What a domain provides to the self-training loop."""
+
+    domain: str
+
+    def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
+        """Chat messages asking the policy for a symbolic solution to `task`."""
+
+    def refine_prompt(self, task: Task, program: str) -> Messages:
+        """Chat messages asking the policy to repair or keep `program` (paper Appendix E)."""
+
+    def extract_program(self, completion: str) -> str:
+        """The program inside a completion ("" when there is none)."""
+
+    def render_solution(self, program: str) -> str:
+        """The completion text a policy is trained to produce for `program`."""
+
+    def program_key(self, program: str) -> str:
+        """A normalised form: two programs with the same key are duplicates."""
+
+    def execute(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[Execution]:
+        """Run each program against its task and judge the result."""

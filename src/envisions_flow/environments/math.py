@@ -1,0 +1,114 @@
+"""Math word problems solved by PAL-style Python programs (`def solution(): ... return result`)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .. import answers
+from ..sandbox import Limits, run_many
+from .base import CORRECT, NO_ANSWER, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task
+
+INSTRUCTION = (
+    "Solve the math problem by writing a Python function `solution()` that computes and returns "
+    "the final answer as a number. Reply with one ```python code block."
+)
+
+# Three worked examples for the cold-start prompt of iteration 1 (PAL style).
+FEW_SHOT = [
+    (
+        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+        "def solution():\n    money_initial = 23\n    bagels = 5\n    bagel_cost = 3\n"
+        "    money_spent = bagels * bagel_cost\n    result = money_initial - money_spent\n    return result",
+    ),
+    (
+        "Michael had 58 golf balls. On Tuesday, he lost 23 golf balls. On Wednesday, he lost 2 more. "
+        "How many golf balls did he have at the end of Wednesday?",
+        "def solution():\n    golf_balls_initial = 58\n    golf_balls_lost_tuesday = 23\n"
+        "    golf_balls_lost_wednesday = 2\n"
+        "    result = golf_balls_initial - golf_balls_lost_tuesday - golf_balls_lost_wednesday\n    return result",
+    ),
+    (
+        "There were nine computers in the server room. Five more computers were installed each day, "
+        "from Monday to Thursday. How many computers are now in the server room?",
+        "def solution():\n    computers_initial = 9\n    computers_per_day = 5\n    num_days = 4\n"
+        "    computers_added = computers_per_day * num_days\n    result = computers_initial + computers_added\n"
+        "    return result",
+    ),
+]
+
+REFINE_TEMPLATE = (
+    "You are provided with a Python code to solve the given problem. You can either repair and refine it, "
+    "or simply return the original solution.\n\nThe question is:\n{question}\n\n"
+    "The current Python code is:\n```python\n{program}\n```\n\nThe solution code is:"
+)
+
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def _question_turn(question: str) -> str:
+    return f"{INSTRUCTION}\n\nQuestion: {question}"
+
+
+@dataclass
+class MathEnvironment:
+    """Python executor environment for GSM8K-, SVAMP-, ASDiv-, GSM-Hard- and MATH-style data."""
+
+    answer_type: str = answers.NUMERIC
+    limits: Limits = field(default_factory=Limits)
+    workers: int = 2
+    domain: str = "math"
+
+    def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
+        messages: Messages = []
+        if few_shot:
+            for question, program in FEW_SHOT:
+                messages.append({"role": "user", "content": _question_turn(question)})
+                messages.append({"role": "assistant", "content": self.render_solution(program)})
+        messages.append({"role": "user", "content": _question_turn(task.question)})
+        return messages
+
+    def refine_prompt(self, task: Task, program: str) -> Messages:
+        content = REFINE_TEMPLATE.format(question=task.question, program=program.strip() or "# (no code)")
+        return [{"role": "user", "content": content}]
+
+    def extract_program(self, completion: str) -> str:
+        match = _FENCE.search(completion)
+        code = match.group(1) if match else completion
+        start = code.find("def solution(")
+        if start >= 0:
+            code = code[start:]
+        elif not match:
+            return ""
+        return code.strip("\n").rstrip()
+
+    def render_solution(self, program: str) -> str:
+        return f"```python\n{program.strip()}\n```"
+
+    def program_key(self, program: str) -> str:
+        try:
+            return ast.unparse(ast.parse(program))
+        except (SyntaxError, ValueError, RecursionError):
+            return "\n".join(line.rstrip() for line in program.strip().splitlines() if line.strip())
+
+    def execute(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[Execution]:
+        runnable = [i for i, program in enumerate(programs) if program.strip()]
+        outcomes = dict(
+            zip(runnable, run_many([(programs[i], "solution()") for i in runnable], self.limits, self.workers))
+        )
+        results: list[Execution] = []
+        for index, task in enumerate(tasks):
+            outcome = outcomes.get(index)
+            if outcome is None:
+                results.append(Execution(0, None, NO_PROGRAM, 0.0))
+            elif outcome.error_class:
+                results.append(Execution(0, None, outcome.error_class, outcome.duration_s))
+            elif outcome.value is None:
+                results.append(Execution(0, None, NO_ANSWER, outcome.duration_s))
+            elif answers.is_correct(outcome.value, task.answer, self.answer_type):
+                results.append(Execution(1, outcome.value, CORRECT, outcome.duration_s))
+            else:
+                results.append(Execution(0, outcome.value, WRONG_ANSWER, outcome.duration_s))
+        return results

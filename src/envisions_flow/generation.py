@@ -1,0 +1,179 @@
+"""Generation backends: one interface, implementations chosen by config.
+
+A backend turns chat messages into prompt text (the policy's own chat
+template) and produces completions with the log-prob of every generated token
+under the policy itself (temperature 1, no top-k/top-p truncation), which is
+what the self-reward (paper Eq. 1) needs. A vLLM backend can implement the same
+protocol without any rule changing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from .environments.base import Messages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion and its log-probability under the policy that wrote it."""
+
+    text: str
+    n_tokens: int
+    logprob_sum: float
+
+    @property
+    def self_reward(self) -> float:
+        """Mean token log-prob (paper Eq. 1); -inf for an empty completion."""
+        return self.logprob_sum / self.n_tokens if self.n_tokens else float("-inf")
+
+
+class GenerationBackend(Protocol):
+    """What the sampling and evaluation rules need from a model server."""
+
+    def render(self, messages: Messages) -> str:
+        """The prompt text for chat messages, ending where the assistant's answer starts."""
+
+    def sample(self, prompts: Sequence[str], n: int, max_new_tokens: int, seed: int) -> list[list[Generation]]:
+        """n independent samples per prompt at temperature 1, no truncation."""
+
+    def greedy(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
+        """One greedy completion per prompt."""
+
+
+def render_chat(tokenizer, messages: Messages) -> str:
+    """Apply the policy's chat template; shared by sampling and training so both see the same prompt."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class TransformersBackend:
+    """Batched `generate` with KV cache on CPU or GPU, recording token log-probs on the fly."""
+
+    def __init__(self, model_path: str | Path, batch_size: int = 16, dtype: str = "auto", progress: bool = True):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_dtype = {"auto": torch.bfloat16 if self.device == "cuda" else torch.float32,
+                       "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def render(self, messages: Messages) -> str:
+        return render_chat(self.tokenizer, messages)
+
+    def sample(self, prompts: Sequence[str], n: int, max_new_tokens: int, seed: int) -> list[list[Generation]]:
+        flat = self._run(prompts, n, max_new_tokens, seed, do_sample=True, desc="sampling")
+        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def greedy(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
+        return self._run(prompts, 1, max_new_tokens, 0, do_sample=False, desc="greedy")
+
+    def _run(self, prompts: Sequence[str], n: int, max_new_tokens: int, seed: int, do_sample: bool, desc: str):
+        from tqdm import tqdm
+
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+        per_batch = max(1, self.batch_size // n)
+        results: list[Generation | None] = [None] * (len(prompts) * n)
+        with tqdm(total=len(prompts) * n, desc=desc, unit="seq", disable=not self.progress) as bar:
+            for batch_index, start in enumerate(range(0, len(order), per_batch)):
+                indices = order[start : start + per_batch]
+                generations = self._generate([prompts[i] for i in indices], n, max_new_tokens,
+                                             seed + batch_index, do_sample)
+                for position, prompt_index in enumerate(indices):
+                    for k in range(n):
+                        results[prompt_index * n + k] = generations[position * n + k]
+                bar.update(len(indices) * n)
+        return results
+
+    def _generate(self, prompts: list[str], n: int, max_new_tokens: int, seed: int, do_sample: bool):
+        torch = self.torch
+        from transformers import LogitsProcessorList
+
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        recorder = _TokenLogprobRecorder()
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                **encoded,
+                do_sample=do_sample,
+                temperature=1.0 if do_sample else None,
+                top_k=0 if do_sample else None,
+                top_p=1.0 if do_sample else None,
+                num_return_sequences=n,
+                max_new_tokens=max_new_tokens,
+                logits_processor=LogitsProcessorList([recorder]),
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+        generated = sequences[:, encoded["input_ids"].shape[1] :]
+        token_logprobs = recorder.finish(generated)
+        eos = self.tokenizer.eos_token_id
+        out = []
+        for row in range(generated.shape[0]):
+            ids = generated[row].tolist()
+            length = ids.index(eos) + 1 if eos in ids else len(ids)
+            text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
+            out.append(Generation(text, length, float(token_logprobs[row, :length].sum())))
+        return out
+
+
+class _TokenLogprobRecorder:
+    """A logits processor that keeps log p(token) of each sampled token, one step at a time.
+
+    At step t it sees the raw logits and the tokens chosen up to t-1, so it
+    gathers the probability of the previous choice and keeps only one
+    distribution in memory (batch x vocab), never the whole score history.
+    """
+
+    def __init__(self) -> None:
+        self.previous = None
+        self.steps: list = []
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, generated):
+        import torch
+
+        if self.previous is not None and generated.shape[1] > len(self.steps):
+            self.steps.append(self.previous.gather(1, generated[:, len(self.steps) : len(self.steps) + 1]).squeeze(1))
+        if not self.steps:
+            return torch.zeros(generated.shape[0], 0)
+        return torch.stack(self.steps, dim=1).cpu()
+
+
+def sequence_logprob(model, tokenizer, prompt: str, completion_ids: Sequence[int]) -> float:
+    """Log p(completion | prompt) by one direct forward pass (the reference the recorder is tested against)."""
+    import torch
+
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([list(prompt_ids) + list(completion_ids)], device=model.device)
+    with torch.inference_mode():
+        logits = model(ids).logits.float()
+    logprobs = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1], dim=-1)
+    return float(logprobs.gather(1, ids[0, len(prompt_ids) :, None]).sum())
+
+
+def load_backend(name: str, model_path: str | Path, **options) -> GenerationBackend:
+    """The backend a config names."""
+    if name == "transformers":
+        return TransformersBackend(model_path, **options)
+    raise ValueError(f"generation.backend: unknown backend {name!r} (available: transformers)")
