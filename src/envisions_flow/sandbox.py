@@ -51,8 +51,6 @@ _BLOCKED_EVENTS = (
     "ctypes.dlopen",
     "ctypes.dlsym",
     "ctypes.cdata",
-    "os.putenv",
-    "os.unsetenv",
     "os.startfile",
     "webbrowser.open",
 )
@@ -185,9 +183,16 @@ def _child(code: str, entry: str, sandbox_dir: str, limits: Limits, result_fd: i
     try:
         os.setsid()
         os.chdir(sandbox_dir)
+        # Close every inherited descriptor (log files, the parent's pipes) but the result pipe.
+        os.closerange(3, result_fd)
+        os.closerange(result_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
+        sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing
         os.environ.clear()
         os.environ.update({"HOME": sandbox_dir, "TMPDIR": sandbox_dir, "PATH": ""})
         for name in _BLOCKED_MODULES:

@@ -1,0 +1,117 @@
+"""Loaders normalise every source to (id, question, answer, source) and name what is wrong."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from envisions_flow.datasets import DataError, generate_word_problems, load_tasks, with_preset
+
+
+def test_generator_is_seeded_and_train_test_disjoint():
+    train = generate_word_problems({"n": 200, "split": "train", "seed": 1}, "train")
+    again = generate_word_problems({"n": 200, "split": "train", "seed": 1}, "train")
+    test = generate_word_problems({"n": 100, "split": "test", "seed": 1}, "test")
+    pd.testing.assert_frame_equal(train, again)
+    assert not set(train["question"]) & set(test["question"])
+    assert train["question"].is_unique and train["id"].is_unique
+
+
+def _recompute(question: str) -> int:
+    """An independent reading of each template's arithmetic."""
+    n = [int(x) for x in re.findall(r"\d+", question)]
+    if "more" in question and "gets" in question:
+        return n[0] + n[1]
+    if "gave" in question:
+        return n[0] - n[1]
+    if "bags of" in question:
+        return n[0] * n[1]
+    if "equally among" in question:
+        return n[0] // n[1]
+    if "change" in question:
+        return n[2] - n[0] * n[1]
+    if "boxes with" in question:
+        return n[0] + n[1] * n[2]
+    if "times as many" in question:
+        return n[0] + n[0] * n[1]
+    if "pages" in question:
+        return n[0] * n[1] + n[2]
+    raise AssertionError(question)
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "medium", "hard"])
+def test_generated_answers_are_computed(difficulty):
+    tasks = generate_word_problems({"n": 150, "split": "train", "seed": 7, "difficulty": difficulty}, "t")
+    for question, answer in zip(tasks["question"], tasks["answer"]):
+        assert int(answer) == _recompute(question), question
+
+
+def test_jsonl_with_field_mapping_and_answer_format(tmp_path: Path):
+    path = tmp_path / "gsm.jsonl"
+    rows = [{"q": "What is 2+2?", "a": "Add them.\n#### 4"}, {"q": "What is 1,000+1?", "a": "#### 1,001"}]
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    spec = {"kind": "file", "path": str(path), "fields": {"question": "q", "answer": "a"}, "answer_format": "gsm8k",
+            "name": "gsm"}
+    tasks = load_tasks(spec, "domains.math.train")
+    assert tasks.to_dict("records") == [
+        {"id": "gsm-0", "question": "What is 2+2?", "answer": "4", "source": "gsm"},
+        {"id": "gsm-1", "question": "What is 1,000+1?", "answer": "1001", "source": "gsm"},
+    ]
+
+
+def test_csv_with_template_fields_and_ids(tmp_path: Path):
+    path = tmp_path / "svamp.csv"
+    pd.DataFrame({"ID": ["a", "b"], "Body": ["Tom has 3.", "Ann has 5."], "Question": ["How many?", "Ten more?"],
+                  "Answer": ["3", "15.0"]}).to_csv(path, index=False)
+    spec = {"kind": "file", "path": str(path), "fields": {"id": "ID", "question": "{Body} {Question}",
+                                                            "answer": "Answer"}}
+    tasks = load_tasks(spec, "domains.math.testsets.svamp")
+    assert tasks["id"].tolist() == ["a", "b"]
+    assert tasks["question"].tolist() == ["Tom has 3. How many?", "Ann has 5. Ten more?"]
+
+
+def test_parquet_and_limit(tmp_path: Path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"question": [f"q{i}" for i in range(10)], "answer": ["9 (apples)"] * 10}).to_parquet(path)
+    tasks = load_tasks({"kind": "file", "path": str(path), "answer_format": "number", "limit": 3}, "k")
+    assert len(tasks) == 3 and tasks["answer"].tolist() == ["9"] * 3
+
+
+def test_presets_fill_in_and_can_be_overridden():
+    spec = with_preset({"preset": "gsm8k", "split": "train", "fields": {"answer": "solution"}})
+    assert spec["id"] == "openai/gsm8k" and spec["split"] == "train"
+    assert spec["fields"] == {"question": "question", "answer": "solution"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "fields", "message"),
+    [
+        ([{"question": "q", "answer": "1"}], {"question": "problem", "answer": "answer"},
+         r"k\.fields\.question: .* has no column\(s\) \['problem'\]"),
+        ([{"question": "", "answer": "1"}], {"question": "question", "answer": "answer"}, "empty questions"),
+        ([{"question": "q", "answer": "1", "i": "x"}, {"question": "r", "answer": "2", "i": "x"}],
+         {"question": "question", "answer": "answer", "id": "i"}, "duplicate ids"),
+    ],
+)
+def test_malformed_files_name_key_and_field(tmp_path: Path, rows, fields, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    with pytest.raises(DataError, match=message):
+        load_tasks({"kind": "file", "path": str(path), "fields": fields}, "k")
+
+
+def test_missing_empty_and_undecodable_files(tmp_path: Path):
+    with pytest.raises(DataError, match=r"k\.path: file not found: .*nope\.jsonl"):
+        load_tasks({"kind": "file", "path": str(tmp_path / "nope.jsonl")}, "k")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("question,answer\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_tasks({"kind": "file", "path": str(empty)}, "k")
+    binary = tmp_path / "bytes.jsonl"
+    binary.write_bytes(b"\xff\xfe{not json")
+    with pytest.raises(DataError, match=r"k\.path: cannot read"):
+        load_tasks({"kind": "file", "path": str(binary)}, "k")

@@ -1,0 +1,95 @@
+"""The sandbox contains hostile programs: each ends with b=0-worthy error class, nothing escapes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from envisions_flow.sandbox import FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT, Limits, run_many, run_program
+
+LIMITS = Limits(timeout_s=2.0, memory_mb=1024)
+
+
+def solution(body: str, imports: str = "") -> str:
+    lines = "\n".join("    " + line for line in body.strip().splitlines())
+    return f"{imports}\ndef solution():\n{lines}\n"
+
+
+HOSTILE = {
+    "infinite_loop": (solution("while True:\n    pass"), TIMEOUT),
+    "fork_bomb": (solution("while True:\n    os.fork()", "import os"), FORBIDDEN),
+    "allocate_10gb": (solution("block = bytearray(10 * 1024 ** 3)\nreturn len(block)"), MEMORY),
+    "os_system": (solution("os.system('echo hi')\nreturn 1", "import os"), FORBIDDEN),
+    "subprocess": (solution("return subprocess.run(['true']).returncode", "import subprocess"), FORBIDDEN),
+    "read_passwd": (solution("return open('/etc/passwd').read()"), FORBIDDEN),
+    "socket": (solution("return socket.create_connection(('127.0.0.1', 22))", "import socket"), FORBIDDEN),
+    "signal_parent": (solution("os.kill(os.getppid(), 9)", "import os"), FORBIDDEN),
+    "ctypes_fork": (solution("return ctypes.CDLL(None).fork()", "import ctypes"), FORBIDDEN),
+    "deep_recursion": ("def solution():\n    return solution()\n", RUNTIME),
+    "sys_exit": (solution("sys.exit(3)", "import sys"), RUNTIME),
+    "print_forever": (solution("while True:\n    print('x' * 100000)"), TIMEOUT),
+    "syntax_error": ("def solution(:\n    return 1\n", SYNTAX),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_program_is_contained(name: str) -> None:
+    code, expected = HOSTILE[name]
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    started = time.monotonic()
+    outcome = run_program(code, limits=LIMITS)
+    assert outcome.error_class == expected, outcome
+    assert outcome.value is None
+    assert time.monotonic() - started < LIMITS.timeout_s + 3
+    time.sleep(0.1)
+    after = {child.pid for child in psutil.Process().children(recursive=True)}
+    assert after <= before, f"{name} left processes behind: {after - before}"
+
+
+def test_writes_outside_the_sandbox_are_refused(tmp_path: Path) -> None:
+    target = tmp_path / "escaped.txt"
+    outcome = run_program(solution(f"open({str(target)!r}, 'w').write('x')\nreturn 1"), limits=LIMITS)
+    assert outcome.error_class == FORBIDDEN
+    assert not target.exists()
+
+
+def test_writes_inside_the_sandbox_work_and_are_thrown_away() -> None:
+    code = solution("open('scratch.txt', 'w').write('41')\nreturn int(open('scratch.txt').read()) + 1")
+    outcome = run_program(code, limits=LIMITS)
+    assert (outcome.value, outcome.error_class) == ("42", "")
+
+
+def test_environment_and_directory_changes_stay_in_the_child() -> None:
+    cwd, path_variable = os.getcwd(), os.environ.get("PATH")
+    outcome = run_program(solution("os.chdir('/')\nos.environ['PATH'] = 'x'\nreturn os.getcwd()", "import os"),
+                          limits=LIMITS)
+    assert outcome.value == "/"
+    assert (os.getcwd(), os.environ.get("PATH")) == (cwd, path_variable)
+
+
+def test_return_values_are_rendered() -> None:
+    programs = [
+        (solution("return 3 / 4"), "0.75"),
+        (solution("return Fraction(1, 3)", "from fractions import Fraction"), "1/3"),
+        (solution("return 7"), "7"),
+        (solution("return None"), None),
+        (solution("x = sympy.Symbol('x')\nreturn sympy.solve(x - 5, x)[0]", "import sympy"), "5"),
+    ]
+    outcomes = run_many([(code, "solution()") for code, _ in programs], LIMITS, workers=2)
+    assert [outcome.value for outcome in outcomes] == [value for _, value in programs]
+    assert all(outcome.error_class == "" for outcome in outcomes)
+
+
+def test_pool_keeps_order_and_survives_hostile_neighbours() -> None:
+    programs = [(solution(f"return {i}"), "solution()") for i in range(40)]
+    programs[7] = (HOSTILE["fork_bomb"][0], "solution()")
+    programs[20] = (HOSTILE["allocate_10gb"][0], "solution()")
+    outcomes = run_many(programs, LIMITS, workers=2)
+    assert [o.value for i, o in enumerate(outcomes) if i not in (7, 20)] == [
+        str(i) for i in range(40) if i not in (7, 20)
+    ]
+    assert (outcomes[7].error_class, outcomes[20].error_class) == (FORBIDDEN, MEMORY)
