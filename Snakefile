@@ -1,6 +1,5 @@
 from snakemake.utils import min_version, validate
 
-
 min_version("9.0")
 
 
@@ -22,6 +21,6 @@ include: "rules/evaluate.smk"
 
 
 rule all:
+    default_target: True
     input:
         expand("results/{domain}/summary.md", domain=DOMAINS),
-    default_target: True

@@ -5,15 +5,15 @@ rule evaluate:
     output:
         json="results/{domain}/iter{iteration}/eval.json",
         parquet="results/{domain}/iter{iteration}/eval.parquet",
-    params:
-        settings=lambda wildcards: settings(wildcards, "eval", "execution"),
-        testsets=lambda wildcards: testset_names(wildcards.domain),
-        generation=config["generation"],
     log:
         "results/logs/{domain}/iter{iteration}/evaluate.log",
     conda:
         "../envs/model.yaml"
     threads: 2
+    params:
+        settings=lambda wildcards: settings(wildcards, "eval", "execution"),
+        testsets=lambda wildcards: testset_names(wildcards.domain),
+        generation=config["generation"],
     script:
         "../scripts/evaluate.py"
 

@@ -3,14 +3,14 @@ rule execute:
         "results/{domain}/iter{iteration}/{stage}.parquet",
     output:
         "results/{domain}/iter{iteration}/{stage}.exec.parquet",
-    params:
-        settings=lambda wildcards: settings(wildcards, "execution"),
-    wildcard_constraints:
-        stage="samples|refinements",
     log:
         "results/logs/{domain}/iter{iteration}/execute.{stage}.log",
+    wildcard_constraints:
+        stage="samples|refinements",
     conda:
         "../envs/cpu.yaml"
     threads: 2
+    params:
+        settings=lambda wildcards: settings(wildcards, "execution"),
     script:
         "../scripts/execute.py"

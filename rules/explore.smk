@@ -4,13 +4,13 @@ rule explore:
         model=policy_for_sampling,
     output:
         "results/{domain}/iter{iteration}/samples.parquet",
-    params:
-        settings=lambda wildcards: settings(wildcards, "explore"),
-        generation=config["generation"],
     log:
         "results/logs/{domain}/iter{iteration}/explore.log",
     conda:
         "../envs/model.yaml"
     threads: 2
+    params:
+        settings=lambda wildcards: settings(wildcards, "explore"),
+        generation=config["generation"],
     script:
         "../scripts/explore.py"

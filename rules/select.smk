@@ -21,11 +21,11 @@ rule select:
     output:
         u1="results/{domain}/iter{iteration}/u1.parquet",
         u2="results/{domain}/iter{iteration}/u2.parquet",
-    params:
-        settings=lambda wildcards: settings(wildcards, "selection"),
     log:
         "results/logs/{domain}/iter{iteration}/select.log",
     conda:
         "../envs/cpu.yaml"
+    params:
+        settings=lambda wildcards: settings(wildcards, "selection"),
     script:
         "../scripts/select.py"

@@ -5,12 +5,12 @@ rule train:
         u2="results/{domain}/iter{iteration}/u2.parquet",
     output:
         directory("results/{domain}/iter{iteration}/checkpoint"),
-    params:
-        settings=lambda wildcards: settings(wildcards, "training"),
     log:
         "results/logs/{domain}/iter{iteration}/train.log",
     conda:
         "../envs/train.yaml"
     threads: 2
+    params:
+        settings=lambda wildcards: settings(wildcards, "training"),
     script:
         "../scripts/train.py"

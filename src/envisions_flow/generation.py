@@ -24,8 +24,12 @@ class Generation:
     """One completion and its log-probability under the policy that wrote it."""
 
     text: str
-    n_tokens: int
+    token_ids: tuple[int, ...]
     logprob_sum: float
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
 
     @property
     def self_reward(self) -> float:
@@ -126,7 +130,7 @@ class TransformersBackend:
             ids = generated[row].tolist()
             length = ids.index(eos) + 1 if eos in ids else len(ids)
             text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
-            out.append(Generation(text, length, float(token_logprobs[row, :length].sum())))
+            out.append(Generation(text, tuple(ids[:length]), float(token_logprobs[row, :length].sum())))
         return out
 
 
