@@ -107,22 +107,32 @@ class TransformersBackend:
         from transformers import LogitsProcessorList
 
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        cache = None
+        if n > 1:
+            # The K samples of a prompt share its prefix: encode each prompt once, then repeat its KV cache K times
+            # instead of letting `num_return_sequences` recompute the (long, few-shot) prompt K times.
+            cache = self._prefill(input_ids, attention_mask)
+            cache.batch_repeat_interleave(n)
+            input_ids = input_ids.repeat_interleave(n, dim=0)
+            attention_mask = attention_mask.repeat_interleave(n, dim=0)
         recorder = _TokenLogprobRecorder()
         torch.manual_seed(seed)
         with torch.inference_mode():
             sequences = self.model.generate(
-                **encoded,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                past_key_values=cache,
                 do_sample=do_sample,
                 temperature=1.0 if do_sample else None,
                 top_k=0 if do_sample else None,
                 top_p=1.0 if do_sample else None,
-                num_return_sequences=n,
                 max_new_tokens=max_new_tokens,
                 logits_processor=LogitsProcessorList([recorder]),
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
             )
-        generated = sequences[:, encoded["input_ids"].shape[1] :]
+        generated = sequences[:, input_ids.shape[1] :]
         token_logprobs = recorder.finish(generated)
         eos = self.tokenizer.eos_token_id
         out = []
@@ -132,6 +142,18 @@ class TransformersBackend:
             text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
             out.append(Generation(text, tuple(ids[:length]), float(token_logprobs[row, :length].sum())))
         return out
+
+    def _prefill(self, input_ids, attention_mask):
+        """The KV cache of all prompt tokens but the last (generate feeds the last one itself)."""
+        from transformers import DynamicCache
+
+        torch = self.torch
+        cache = DynamicCache(config=self.model.config)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            self.model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                       position_ids=position_ids[:, :-1], past_key_values=cache, use_cache=True)
+        return cache
 
 
 class _TokenLogprobRecorder:

