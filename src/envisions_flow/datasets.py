@@ -170,7 +170,7 @@ _ITEMS = ["apples", "marbles", "stickers", "pencils", "cookies", "books", "shell
           "flowers", "coins", "toy cars", "beads", "oranges", "balloons"]
 
 
-def _templates(r: random.Random, high: int) -> list[Callable[[], tuple[str, int]]]:
+def _templates(r: random.Random, high: int, one_step: bool) -> list[Callable[[], tuple[str, int]]]:
     """Each template draws its numbers and returns (question, exact integer answer)."""
     name, other, item = r.choice(_NAMES), r.choice(_NAMES), r.choice(_ITEMS)
     a, b, c = r.randint(2, high), r.randint(2, high), r.randint(2, max(3, high // 4))
@@ -208,7 +208,8 @@ def _templates(r: random.Random, high: int) -> list[Callable[[], tuple[str, int]
         return (f"{name} reads {b} pages every day for {days} days and then {a} pages on the last day. "
                 f"How many pages does {name} read in all?", b * days + a)
 
-    return [more, fewer, packs, share, shop, two_step, compare, weekly]
+    one_step_templates = [more, fewer, packs, share]
+    return one_step_templates if one_step else one_step_templates + [shop, two_step, compare, weekly]
 
 
 def _split_of(question: str, test_fraction: float = 0.3) -> str:
@@ -219,6 +220,8 @@ def _split_of(question: str, test_fraction: float = 0.3) -> str:
 def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
     """Seeded grade-school word problems whose answers are computed.
 
+    `easy` problems take one step with numbers up to 20; `medium` (up to 100)
+    and `hard` (up to 100,000, in the spirit of GSM-Hard) add two-step ones.
     Train and test are disjoint by construction: a problem's split is a hash of
     its text, and each split keeps only its own problems.
     """
@@ -228,7 +231,8 @@ def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
     split = spec.get("split", "train")
     if split not in {"train", "test"}:
         raise DataError(f"{key}.split: generated data has splits train and test (got {split!r})")
-    high = {"easy": 20, "medium": 100, "hard": 100_000}.get(spec.get("difficulty", "easy"))
+    difficulty = spec.get("difficulty", "easy")
+    high = {"easy": 20, "medium": 100, "hard": 100_000}.get(difficulty)
     if high is None:
         raise DataError(f"{key}.difficulty: must be easy, medium or hard")
     r = random.Random(int(spec.get("seed", 0)))
@@ -238,7 +242,7 @@ def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
     for _ in range(n * 1000):
         if len(rows) == n:
             break
-        question, answer = r.choice(_templates(r, high))()
+        question, answer = r.choice(_templates(r, high, one_step=difficulty == "easy"))()
         if question in seen or _split_of(question) != split:
             continue
         seen.add(question)

@@ -329,16 +329,20 @@ class SandboxPool:
     def __exit__(self, *exc: object) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    def map(self, programs: Sequence[tuple[str, str]]) -> Iterator[Outcome]:
+    def map(self, programs: Sequence[tuple[str, str]], progress: bool = False) -> Iterator[Outcome]:
         """Run (code, entry) pairs, yielding outcomes in order as chunks finish."""
+        from tqdm import tqdm
+
         chunks = [list(programs[i : i + self.chunk_size]) for i in range(0, len(programs), self.chunk_size)]
         futures = [self._executor.submit(_run_batch, chunk, self.limits) for chunk in chunks]
-        for future in futures:
-            for result in future.result():
-                yield Outcome(**result)
+        with tqdm(total=len(programs), desc="executing", unit="prog", disable=not progress) as bar:
+            for future in futures:
+                for result in future.result():
+                    bar.update()
+                    yield Outcome(**result)
 
 
-def run_many(programs: Iterable[tuple[str, str]], limits: Limits, workers: int) -> list[Outcome]:
+def run_many(programs: Iterable[tuple[str, str]], limits: Limits, workers: int, progress: bool = False) -> list[Outcome]:
     """Convenience wrapper: run all programs in a fresh pool."""
     with SandboxPool(workers, limits) as pool:
-        return list(pool.map(list(programs)))
+        return list(pool.map(list(programs), progress))

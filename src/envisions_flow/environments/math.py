@@ -59,6 +59,7 @@ class MathEnvironment:
     answer_type: str = answers.NUMERIC
     limits: Limits = field(default_factory=Limits)
     workers: int = 2
+    progress: bool = False
     domain: str = "math"
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
@@ -96,7 +97,8 @@ class MathEnvironment:
     def execute(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[Execution]:
         runnable = [i for i, program in enumerate(programs) if program.strip()]
         outcomes = dict(
-            zip(runnable, run_many([(programs[i], "solution()") for i in runnable], self.limits, self.workers))
+            zip(runnable, run_many([(programs[i], "solution()") for i in runnable], self.limits, self.workers,
+                                   progress=self.progress))
         )
         results: list[Execution] = []
         for index, task in enumerate(tasks):
