@@ -115,3 +115,42 @@ def test_missing_empty_and_undecodable_files(tmp_path: Path):
     binary.write_bytes(b"\xff\xfe{not json")
     with pytest.raises(DataError, match=r"k\.path: cannot read"):
         load_tasks({"kind": "file", "path": str(binary)}, "k")
+
+
+@pytest.mark.parametrize(
+    ("preset", "row", "question", "answer"),
+    [
+        ("gsm8k", {"question": "Q?", "answer": "work\n#### 1,234"}, "Q?", "1234"),
+        ("svamp", {"ID": "c-1", "Body": "Tom has 3.", "Question": "How many?", "Answer": 3.0},
+         "Tom has 3. How many?", "3.0"),
+        ("asdiv", {"body": "Ann has 9 pens.", "question": "How many?", "answer": "9 (pens)"},
+         "Ann has 9 pens. How many?", "9"),
+        ("gsm_hard", {"input": "Big?", "target": 123456.0}, "Big?", "123456.0"),
+        ("math", {"problem": "Find x.", "answer": "\\frac{1}{2}", "unique_id": "test/algebra/1.json"},
+         "Find x.", "\\frac{1}{2}"),
+    ],
+)
+def test_hub_presets_map_the_public_columns(monkeypatch, preset, row, question, answer):
+    import datasets
+
+    requested = {}
+
+    def fake_load_dataset(dataset_id, subset=None, split=None):
+        requested.update(id=dataset_id, subset=subset, split=split)
+        return datasets.Dataset.from_list([row])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    tasks = load_tasks({"preset": preset}, f"domains.math.testsets.{preset}")
+    assert requested["id"] == with_preset({"preset": preset})["id"]
+    assert (tasks["question"].item(), tasks["answer"].item()) == (question, answer)
+
+
+def test_unreachable_hub_names_the_key(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"domains\.math\.testsets\.gsm8k\.id: cannot load 'openai/gsm8k'.*kind: file"):
+        load_tasks({"preset": "gsm8k"}, "domains.math.testsets.gsm8k")

@@ -18,8 +18,8 @@ import pandas as pd
 from . import artifacts as art
 from .config import answer_type, dataset_spec, domain_settings
 from .datasets import load_tasks
-from .environments import Task, make_environment
-from .generation import load_backend
+from .environments import Environment, Task, make_environment
+from .generation import Generation, load_backend
 from .selection import filter_trajectories, select_training_sets, update_pool
 
 log = logging.getLogger("envisions_flow")
@@ -37,6 +37,15 @@ def _backend(config: dict[str, Any], model_dir: str | Path):
 
 def _seed(config: dict[str, Any], iteration: int, stage: int) -> int:
     return int(config["generation"]["seed"]) * 1_000_003 + iteration * 101 + stage
+
+
+def _generation_row(task: Any, sample_idx: int, prompt: str, generation: Generation, environment: Environment,
+                    source_program: str = "") -> dict[str, Any]:
+    """One row of the GENERATIONS schema."""
+    return {"id": task.id, "sample_idx": sample_idx, "question": task.question, "answer": task.answer,
+            "prompt": prompt, "completion": generation.text, "program": environment.extract_program(generation.text),
+            "n_tokens": generation.n_tokens, "logprob_sum": generation.logprob_sum,
+            "self_reward": generation.self_reward, "source_program": source_program}
 
 
 def prepare_data(config: dict[str, Any], domain: str, name: str, out: str | Path) -> None:
@@ -58,14 +67,9 @@ def explore(config: dict[str, Any], domain: str, iteration: int, tasks_path: str
     k = int(settings["explore"]["k"])
     started = time.monotonic()
     samples = backend.sample(prompts, k, int(settings["explore"]["max_new_tokens"]), _seed(config, iteration, 1))
-    rows = []
-    for task, prompt, generations in zip(tasks.itertuples(), prompts, samples):
-        for index, generation in enumerate(generations):
-            rows.append({"id": task.id, "sample_idx": index, "question": task.question, "answer": task.answer,
-                         "prompt": prompt, "completion": generation.text,
-                         "program": environment.extract_program(generation.text), "n_tokens": generation.n_tokens,
-                         "logprob_sum": generation.logprob_sum, "self_reward": generation.self_reward,
-                         "source_program": ""})
+    rows = [_generation_row(task, index, prompt, generation, environment)
+            for task, prompt, generations in zip(tasks.itertuples(), prompts, samples)
+            for index, generation in enumerate(generations)]
     art.write_table(rows, out, art.GENERATIONS)
     tokens = sum(row["n_tokens"] for row in rows)
     log.info("%s: %d samples (%d few-shot=%s), %d tokens in %.0f s", out, len(rows), len(tasks), few_shot, tokens,
@@ -82,13 +86,8 @@ def refine(config: dict[str, Any], domain: str, iteration: int, samples_path: st
                for row in samples.itertuples()]
     started = time.monotonic()
     generations = backend.sample(prompts, 1, int(settings["refine"]["max_new_tokens"]), _seed(config, iteration, 2))
-    rows = []
-    for row, prompt, (generation,) in zip(samples.itertuples(), prompts, generations):
-        rows.append({"id": row.id, "sample_idx": row.sample_idx, "question": row.question, "answer": row.answer,
-                     "prompt": prompt, "completion": generation.text,
-                     "program": environment.extract_program(generation.text), "n_tokens": generation.n_tokens,
-                     "logprob_sum": generation.logprob_sum, "self_reward": generation.self_reward,
-                     "source_program": row.program})
+    rows = [_generation_row(row, row.sample_idx, prompt, generation, environment, source_program=row.program)
+            for row, prompt, (generation,) in zip(samples.itertuples(), prompts, generations)]
     art.write_table(rows, out, art.GENERATIONS)
     log.info("%s: %d refinements in %.0f s", out, len(rows), time.monotonic() - started)
 
