@@ -39,9 +39,11 @@ FEW_SHOT = [
     ),
 ]
 
+# Appendix E's self-refine prompt, plus the reply format (a 135M model ignores the prompt without it).
 REFINE_TEMPLATE = (
     "You are provided with a Python code to solve the given problem. You can either repair and refine it, "
-    "or simply return the original solution.\n\nThe question is:\n{question}\n\n"
+    "or simply return the original solution. Reply with one ```python code block that defines `solution()`."
+    "\n\nThe question is:\n{question}\n\n"
     "The current Python code is:\n```python\n{program}\n```\n\nThe solution code is:"
 )
 
