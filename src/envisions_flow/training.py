@@ -52,7 +52,7 @@ def make_trainer(base_model: str | Path, examples: list[dict[str, str]], setting
         num_train_epochs=float(settings["epochs"]),
         learning_rate=float(settings["learning_rate"]),
         lr_scheduler_type=settings["lr_scheduler"],
-        warmup_ratio=float(settings["warmup_ratio"]),
+        warmup_steps=float(settings["warmup_ratio"]),  # a float below 1 is a ratio of all steps
         weight_decay=float(settings["weight_decay"]),
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
@@ -67,7 +67,7 @@ def make_trainer(base_model: str | Path, examples: list[dict[str, str]], setting
         save_strategy="no",
         report_to=[],
         dataset_num_proc=None,
-        group_by_length=True,
+        train_sampling_strategy="group_by_length",  # less padding per batch
     )
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
