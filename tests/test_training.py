@@ -59,7 +59,8 @@ def test_training_from_base_lowers_the_loss_of_the_positive(base_model, tmp_path
             return model(ids, labels=labels).loss.item()
 
     metrics = train(base_model, examples * 4, {**SETTINGS, "epochs": 2}, tmp_path / "checkpoint")
-    assert metrics["train_examples"] == 8
+    assert metrics["train_examples"] == 8 and metrics["l1_examples"] == 4 and metrics["l2_examples"] == 4
+    assert (tmp_path / "checkpoint" / "training.json").is_file()
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoint.partial").exists()
     assert completion_loss(tmp_path / "checkpoint") < completion_loss(base_model) - 0.1

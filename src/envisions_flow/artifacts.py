@@ -152,15 +152,19 @@ def read_table(path: str | Path, schema: pa.Schema) -> pd.DataFrame:
         raise ArtifactError(f"{path}: columns have the wrong types ({error})") from None
 
 
-def write_json(data: dict[str, Any], path: str | Path) -> None:
-    """Write a small JSON summary atomically."""
+def write_text(text: str, path: str | Path) -> None:
+    """Write a small text file atomically."""
     path = Path(path)
     fd, tmp = _atomic_target(path)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> None:
+    """Write a small JSON summary atomically."""
+    write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", path)

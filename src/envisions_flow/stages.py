@@ -150,9 +150,6 @@ def train(config: dict[str, Any], domain: str, base_model: str, u1_path: str, u2
     examples = build_examples(art.read_table(u1_path, art.U1), art.read_table(u2_path, art.U2), environment,
                               tokenizer)
     metrics = run_training(base_model, examples, settings["training"], out)
-    metrics.update({"l1_examples": sum(e["loss"] == "L1" for e in examples),
-                    "l2_examples": sum(e["loss"] == "L2" for e in examples)})
-    (Path(out) / "training.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info("%s: trained on %d examples: %s", out, len(examples), metrics)
 
 
@@ -202,5 +199,5 @@ def summarize(eval_paths: Sequence[str], pool_paths: Sequence[str], out_md: str)
         cells = [f"{100 * entry['testsets'][name]['accuracy']:.1f}" for name in names]
         lines.append(f"| {entry['iteration']} | " + " | ".join(cells) + f" | {100 * entry['average']:.1f} | "
                      f"{size} | {positives} |")
-    Path(out_md).write_text("\n".join(lines) + "\n")
+    art.write_text("\n".join(lines) + "\n", out_md)
     log.info("%s:\n%s", out_md, "\n".join(lines))

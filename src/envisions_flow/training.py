@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from .artifacts import write_json
 from .environments.base import Environment, Task
 from .generation import render_chat
 
@@ -75,7 +76,7 @@ def make_trainer(base_model: str | Path, examples: list[dict[str, str]], setting
 
 
 def train(base_model: str | Path, examples: list[dict[str, str]], settings: dict[str, Any], out_dir: str | Path) -> dict:
-    """Train a fresh copy of the base model and save it to `out_dir` (atomically); returns training metrics."""
+    """Train a fresh copy of the base model and save it, with `training.json`, to `out_dir` (atomically)."""
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -91,6 +92,9 @@ def train(base_model: str | Path, examples: list[dict[str, str]], settings: dict
         trainer.processing_class.save_pretrained(str(staging))
         shutil.rmtree(staging / "trainer", ignore_errors=True)
         metrics = {"train_examples": len(examples), **result.metrics}
+    metrics.update({"l1_examples": sum(e["loss"] == "L1" for e in examples),
+                    "l2_examples": sum(e["loss"] == "L2" for e in examples)})
+    write_json(metrics, staging / "training.json")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return metrics
