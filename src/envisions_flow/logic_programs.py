@@ -1,0 +1,238 @@
+"""Logic-LM programs (Predicates / Facts / Rules / Query) answered by the clingo solver.
+
+ENVISIONS ran these programs on Pyke, which no registry here provides. Forward
+chaining over definite rules computes the least model of the program, which is
+exactly what an answer-set solver grounds and solves, so each program is
+compiled to ASP and handed to clingo instead of a hand-written engine:
+
+- `Furry(Anne, True)` becomes `p_furry("Anne",t).`; variables `$x` become `V_x`.
+- `A && B >>> C && D` becomes one ASP rule per conclusion.
+- Open world (ProofWriter): the query is True when the atom with its value is
+  derivable, False when the atom with the opposite value is, else Unknown.
+- Closed world (RuleTaker CWA): an atom is false unless derivable with value
+  True; a premise with value False is read as negation as failure.
+
+Errors are classified, never raised to the caller of `answer()`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+# Error classes of a logic program ("" = it ran).
+MISSING_SECTION = "missing_section"
+UNBALANCED = "unbalanced_parentheses"
+BAD_ATOM = "bad_atom"
+BAD_RULE = "bad_rule"
+ARITY_CLASH = "arity_clash"
+UNKNOWN_PREDICATE = "unknown_predicate"
+SOLVER = "solver_error"
+
+SECTIONS = ("Predicates", "Facts", "Rules", "Query")
+_HEADER = re.compile(r"^\s*(Predicates|Facts|Rules|Query)\s*:\s*$")
+_ATOM = re.compile(r"^\s*([A-Za-z_][\w]*)\s*\((.*)\)\s*$", re.DOTALL)
+_VARIABLE = re.compile(r"^\$[A-Za-z_]\w*$")
+_VALUES = {"true": True, "false": False}
+
+
+class ProgramError(ValueError):
+    """A malformed program; `error_class` says what kind."""
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass(frozen=True)
+class Atom:
+    """predicate(args..., value): the last argument of every atom is its truth value."""
+
+    predicate: str
+    args: tuple[str, ...]
+    value: bool
+
+
+@dataclass(frozen=True)
+class Rule:
+    premises: tuple[Atom, ...]
+    conclusions: tuple[Atom, ...]
+
+
+@dataclass
+class Program:
+    arities: dict[str, int] = field(default_factory=dict)
+    facts: list[Atom] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)
+    query: Atom | None = None
+
+
+def _strip_comment(line: str) -> str:
+    return line.split(":::", 1)[0].strip()
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    current = None
+    for raw in text.splitlines():
+        line = _strip_comment(raw)
+        header = _HEADER.match(line)
+        if header:
+            current = header.group(1)
+            sections.setdefault(current, [])
+        elif line and current is not None:
+            sections[current].append(line)
+    missing = [name for name in SECTIONS if name not in sections]
+    if missing:
+        raise ProgramError(MISSING_SECTION, f"missing section(s): {', '.join(missing)}")
+    return sections
+
+
+def _check_parentheses(line: str) -> None:
+    depth = 0
+    for char in line:
+        depth += char == "("
+        depth -= char == ")"
+        if depth < 0:
+            break
+    if depth != 0:
+        raise ProgramError(UNBALANCED, f"unbalanced parentheses in {line!r}")
+
+
+def _parse_atom(text: str, program: Program, declaration: bool = False) -> Atom:
+    _check_parentheses(text)
+    match = _ATOM.match(text)
+    if not match:
+        raise ProgramError(BAD_ATOM, f"not an atom: {text!r}")
+    name, inner = match.group(1), match.group(2)
+    if "(" in inner or ")" in inner:
+        raise ProgramError(BAD_ATOM, f"nested terms are not allowed: {text!r}")
+    args = tuple(arg.strip() for arg in inner.split(","))
+    if any(not arg for arg in args):
+        raise ProgramError(BAD_ATOM, f"empty argument in {text!r}")
+    known = program.arities.get(name)
+    if known is not None and known != len(args):
+        raise ProgramError(ARITY_CLASH, f"{name} has {len(args)} arguments in {text!r}, {known} elsewhere")
+    program.arities[name] = len(args)
+    if declaration:
+        return Atom(name, args[:-1], True)
+    value = _VALUES.get(args[-1].lower())
+    if value is None:
+        raise ProgramError(BAD_ATOM, f"the last argument of {text!r} must be True or False")
+    for arg in args[:-1]:
+        if not _VARIABLE.match(arg) and (arg.startswith("$") or not re.fullmatch(r"[\w\-' .]+", arg)):
+            raise ProgramError(BAD_ATOM, f"bad argument {arg!r} in {text!r}")
+    return Atom(name, args[:-1], value)
+
+
+def _split_conjunction(text: str, program: Program) -> tuple[Atom, ...]:
+    parts = [part for part in text.split("&&")]
+    if any(not part.strip() for part in parts):
+        raise ProgramError(BAD_RULE, f"empty conjunct in {text!r}")
+    return tuple(_parse_atom(part, program) for part in parts)
+
+
+def parse(text: str) -> Program:
+    """Parse a Logic-LM program; raises ProgramError with an error class."""
+    sections = _sections(text)
+    program = Program()
+    for line in sections["Predicates"]:
+        _parse_atom(line, program, declaration=True)
+    for line in sections["Facts"]:
+        atom = _parse_atom(line, program)
+        if any(_VARIABLE.match(arg) for arg in atom.args):
+            raise ProgramError(BAD_ATOM, f"a fact cannot hold variables: {line!r}")
+        program.facts.append(atom)
+    for line in sections["Rules"]:
+        if line.count(">>>") != 1:
+            raise ProgramError(BAD_RULE, f"a rule needs exactly one '>>>': {line!r}")
+        left, right = line.split(">>>")
+        rule = Rule(_split_conjunction(left, program), _split_conjunction(right, program))
+        bound = {arg for atom in rule.premises for arg in atom.args if _VARIABLE.match(arg)}
+        free = {arg for atom in rule.conclusions for arg in atom.args if _VARIABLE.match(arg)} - bound
+        if free:
+            raise ProgramError(BAD_RULE, f"conclusion variables {sorted(free)} do not occur in the premises: {line!r}")
+        program.rules.append(rule)
+    if not sections["Query"]:
+        raise ProgramError(MISSING_SECTION, "the Query section is empty")
+    known = dict(program.arities)
+    query = _parse_atom(sections["Query"][0], Program(arities=dict(program.arities)))
+    if query.predicate not in known:
+        raise ProgramError(UNKNOWN_PREDICATE, f"the query uses {query.predicate!r}, which the program never mentions")
+    if any(_VARIABLE.match(arg) for arg in query.args):
+        raise ProgramError(BAD_ATOM, "the query cannot hold variables")
+    program.query = query
+    return program
+
+
+def _term(arg: str) -> str:
+    if _VARIABLE.match(arg):
+        return "V_" + arg[1:]
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _asp_atom(atom: Atom, value: bool | None = None) -> str:
+    value = atom.value if value is None else value
+    args = [_term(arg) for arg in atom.args] + ["t" if value else "f"]
+    return f"p_{atom.predicate.lower()}({','.join(args)})"
+
+
+def compile_asp(program: Program, closed_world: bool) -> str:
+    """The program as ASP rules (see the module docstring for the mapping)."""
+    lines = [_asp_atom(fact) + "." for fact in program.facts if fact.value or not closed_world]
+    constants = {arg for fact in program.facts for arg in fact.args}
+    constants |= {arg for rule in program.rules for atom in rule.premises + rule.conclusions for arg in atom.args
+                  if not _VARIABLE.match(arg)}
+    lines += [f"dom({_term(constant)})." for constant in sorted(constants)]
+    for rule in program.rules:
+        body = []
+        for premise in rule.premises:
+            if closed_world and not premise.value:
+                body.append("not " + _asp_atom(premise, True))
+            else:
+                body.append(_asp_atom(premise))
+        variables = sorted({arg for atom in rule.premises + rule.conclusions for arg in atom.args
+                            if _VARIABLE.match(arg)})
+        body += [f"dom({_term(variable)})" for variable in variables]
+        for conclusion in rule.conclusions:
+            if closed_world and not conclusion.value:
+                continue  # under the closed world, False is the default: nothing to derive
+            lines.append(f"{_asp_atom(conclusion)} :- {', '.join(body)}." if body else f"{_asp_atom(conclusion)}.")
+    return "\n".join(lines)
+
+
+def _least_model(asp: str) -> set[str]:
+    import clingo
+
+    control = clingo.Control(["--warn=none", "--models=1"])
+    control.add("base", [], asp)
+    control.ground([("base", [])])
+    atoms: set[str] = set()
+    with control.solve(yield_=True) as handle:
+        for model in handle:
+            atoms = {str(symbol) for symbol in model.symbols(atoms=True)}
+            break
+        else:
+            raise ProgramError(SOLVER, "the program has no answer set (contradictory negation)")
+    return atoms
+
+
+def answer(text: str, closed_world: bool = False) -> str:
+    """True / False / Unknown for a program's query; raises ProgramError for a malformed program."""
+    program = parse(text)
+    assert program.query is not None
+    try:
+        model = _least_model(compile_asp(program, closed_world))
+    except RuntimeError as error:  # clingo's parse/ground errors
+        raise ProgramError(SOLVER, f"clingo: {error}") from None
+    query = program.query
+    holds = _asp_atom(query, True) in model
+    if closed_world:
+        return TRUE if holds == query.value else FALSE
+    if _asp_atom(query) in model:
+        return TRUE
+    if _asp_atom(query, not query.value) in model:
+        return FALSE
+    return UNKNOWN
