@@ -23,4 +23,4 @@ include: "rules/evaluate.smk"
 rule all:
     default_target: True
     input:
-        expand("results/{domain}/summary.md", domain=DOMAINS),
+        expand("results/{domain}/summary.md", domain=DEFAULT_DOMAINS),

@@ -8,6 +8,12 @@ except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
 
 DOMAINS = list(config["domains"])
+DEFAULT_DOMAINS = config.get("default_domains", DOMAINS)
+if set(DEFAULT_DOMAINS) - set(DOMAINS):
+    raise WorkflowError(
+        f"invalid configuration: default_domains names unconfigured domains "
+        f"{sorted(set(DEFAULT_DOMAINS) - set(DOMAINS))}"
+    )
 BASE_MODEL = "results/models/base"
 
 

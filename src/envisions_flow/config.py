@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import answers
 from .datasets import DataError, check_source, with_preset
 from .models import ModelSpecError, resolve_source
 
@@ -33,10 +32,6 @@ def dataset_spec(config: dict[str, Any], domain: str, name: str) -> dict[str, An
     if spec is None:
         raise ConfigError(f"domains.{domain}.testsets.{name}: test set is not configured")
     return {"name": name, **with_preset(spec)}
-
-
-def answer_type(config: dict[str, Any], domain: str, name: str) -> str:
-    return dataset_spec(config, domain, name).get("answer_type", answers.NUMERIC)
 
 
 def check(config: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-import string
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +35,12 @@ PRESETS: dict[str, dict[str, Any]] = {
               "fields": {"question": "{Body} {Question}", "answer": "Answer", "id": "ID"}, "answer_format": "raw"},
     "asdiv": {"kind": "hub", "id": "EleutherAI/asdiv", "split": "validation",
               "fields": {"question": "{body} {question}", "answer": "answer"}, "answer_format": "number"},
+    "proofwriter": {"kind": "file", "fields": {"id": "id", "question": "{context}\n{question}", "answer": "answer"},
+                    "answer_format": "label", "closed_world": False},
+    "ruletaker": {"kind": "file", "explode": "questions",
+                  "fields": {"id": "questions.id", "question": "{context}\n{questions.text}",
+                             "answer": "questions.label"},
+                  "answer_format": "label", "closed_world": True},
 }
 
 
@@ -50,12 +56,19 @@ def with_preset(spec: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# Logic-LM's options "A) True / B) False / C) Unknown", booleans and label words, all to one spelling.
+_LABELS = {"a": "True", "b": "False", "c": "Unknown", "true": "True", "false": "False", "unknown": "Unknown",
+           "1": "True", "0": "False"}
+
+
 def _gold(value: Any, answer_format: str) -> str:
     text = str(value).strip()
     if answer_format == "gsm8k":
         text = text.split("####")[-1].strip().replace(",", "")
     elif answer_format == "boxed":
         text = answers.unbox(text).strip()
+    elif answer_format == "label":
+        text = _LABELS.get(text.lower(), text)
     elif answer_format == "number":
         number = answers.parse_number(text)
         text = "" if number is None else format(number, "g") if number != int(number) else str(int(number))
@@ -64,10 +77,10 @@ def _gold(value: Any, answer_format: str) -> str:
 
 def _field_getter(template: str) -> tuple[Callable[[dict], str], list[str]]:
     """A field mapping is a column name or a format string such as '{Body} {Question}'."""
-    names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    names = re.findall(r"\{([^{}]+)\}", template)
     if not names:
         return (lambda row: row[template]), [template]
-    return (lambda row: template.format(**row)), names
+    return (lambda row: _format(template, row)), names
 
 
 def _read_file(path: Path, key: str) -> pd.DataFrame:
@@ -99,8 +112,34 @@ def _read_hub(spec: dict[str, Any], key: str) -> pd.DataFrame:
     return dataset.to_pandas()
 
 
+def explode(frame: pd.DataFrame, column: str, key: str, origin: str) -> pd.DataFrame:
+    """One row per item of a nested column (list of dicts, or dict of dicts), its keys as `column.key`.
+
+    ProofWriter's and RuleTaker's original jsonl hold one theory per line with its
+    questions nested inside; this flattens them to one question per row.
+    """
+    if column not in frame.columns:
+        raise DataError(f"{key}.explode: {origin} has no column {column!r}; columns are {list(frame.columns)}")
+    rows = []
+    for record in frame.to_dict("records"):
+        items = record.pop(column)
+        items = list(items.values()) if isinstance(items, dict) else list(items if items is not None else [])
+        for item in items:
+            if not isinstance(item, dict):
+                raise DataError(f"{key}.explode: items of {column!r} in {origin} must be objects")
+            rows.append({**record, **{f"{column}.{name}": value for name, value in item.items()}})
+    return pd.DataFrame(rows)
+
+
+def _format(template: str, row: dict) -> str:
+    """str.format over columns whose names may hold dots (`{questions.text}`)."""
+    return re.sub(r"\{([^{}]+)\}", lambda match: str(row[match.group(1)]), template)
+
+
 def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) -> pd.DataFrame:
     """Map a raw table to (id, question, answer, source) and check it."""
+    if spec.get("explode"):
+        frame = explode(frame, spec["explode"], key, origin)
     fields = spec.get("fields", {"question": "question", "answer": "answer"})
     getters = {}
     for target in ("question", "answer"):
@@ -138,11 +177,15 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) 
     return out
 
 
-def load_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
+def load_tasks(spec: dict[str, Any], key: str, domain: str = "math") -> pd.DataFrame:
     """Rows (id, question, answer, source) for one configured dataset."""
     spec = with_preset(spec)
     kind = spec.get("kind")
     if kind == "generated":
+        if domain == "logic":
+            from .theories import generate_theories
+
+            return generate_theories(spec, key)
         return generate_word_problems(spec, key)
     if kind == "file":
         path = Path(spec.get("path", ""))

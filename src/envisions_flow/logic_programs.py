@@ -236,3 +236,11 @@ def answer(text: str, closed_world: bool = False) -> str:
     if _asp_atom(query, not query.value) in model:
         return FALSE
     return UNKNOWN
+
+
+def answer_or_error(text: str, closed_world: bool) -> str:
+    """`answer()` as a string for the sandbox to hand back: the label, or 'error:<class>:<message>'."""
+    try:
+        return answer(text, closed_world)
+    except ProgramError as error:
+        return f"error:{error.error_class}:{error}"

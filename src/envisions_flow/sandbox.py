@@ -74,7 +74,8 @@ _PATH_EVENTS = {
 _BLOCKED_MODULES = ("_posixsubprocess", "subprocess", "socket", "_socket", "multiprocessing", "pty", "cffi")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _MAX_VALUE_CHARS = 1000
-_PRELOADED = ("math", "fractions", "decimal", "itertools", "functools", "collections", "statistics", "datetime", "re", "sympy")
+# Modules warm workers import once, so programs find them loaded (no import inside the sandbox).
+DEFAULT_PRELOAD = ("math", "fractions", "decimal", "itertools", "functools", "collections", "statistics", "datetime", "re", "sympy")
 
 
 @dataclass(frozen=True)
@@ -289,9 +290,9 @@ def run_program(code: str, entry: str = "solution()", limits: Limits = Limits())
     )
 
 
-def _worker_init() -> None:
+def _worker_init(preload: tuple[str, ...]) -> None:
     """Warm a worker: pre-import what programs use and leave the network if we can."""
-    for name in _PRELOADED:
+    for name in preload:
         try:
             __import__(name)
         except ImportError:
@@ -316,11 +317,13 @@ def _run_batch(batch: list[tuple[str, str]], limits: Limits) -> list[dict]:
 class SandboxPool:
     """A pool of warm workers, each forking one isolated child per program."""
 
-    def __init__(self, workers: int, limits: Limits, chunk_size: int = 16) -> None:
+    def __init__(self, workers: int, limits: Limits, chunk_size: int = 16,
+                 preload: tuple[str, ...] = DEFAULT_PRELOAD) -> None:
         self.limits = limits
         self.chunk_size = chunk_size
         self._executor = ProcessPoolExecutor(
-            max_workers=max(1, workers), mp_context=get_context("fork"), initializer=_worker_init
+            max_workers=max(1, workers), mp_context=get_context("fork"), initializer=_worker_init,
+            initargs=(preload,),
         )
 
     def __enter__(self) -> "SandboxPool":
@@ -342,7 +345,8 @@ class SandboxPool:
                     yield Outcome(**result)
 
 
-def run_many(programs: Iterable[tuple[str, str]], limits: Limits, workers: int, progress: bool = False) -> list[Outcome]:
+def run_many(programs: Iterable[tuple[str, str]], limits: Limits, workers: int, progress: bool = False,
+             preload: tuple[str, ...] = DEFAULT_PRELOAD) -> list[Outcome]:
     """Convenience wrapper: run all programs in a fresh pool."""
-    with SandboxPool(workers, limits) as pool:
+    with SandboxPool(workers, limits, preload=preload) as pool:
         return list(pool.map(list(programs), progress))

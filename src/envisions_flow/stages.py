@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import artifacts as art
-from .config import answer_type, dataset_spec, domain_settings
+from .config import dataset_spec, domain_settings
 from .datasets import load_tasks
 from .environments import Environment, Task, make_environment
 from .generation import Generation, load_backend
@@ -27,6 +27,11 @@ log = logging.getLogger("envisions_flow")
 
 def _tasks(frame: pd.DataFrame) -> list[Task]:
     return [Task(row.id, row.question, row.answer) for row in frame.itertuples()]
+
+
+def _environment(config: dict[str, Any], domain: str, dataset: str = "train") -> Environment:
+    """The domain's environment, set up for one dataset (answer type, world assumption)."""
+    return make_environment(domain, domain_settings(config, domain), dataset_spec(config, domain, dataset))
 
 
 def _backend(config: dict[str, Any], model_dir: str | Path):
@@ -51,7 +56,7 @@ def _generation_row(task: Any, sample_idx: int, prompt: str, generation: Generat
 def prepare_data(config: dict[str, Any], domain: str, name: str, out: str | Path) -> None:
     spec = dataset_spec(config, domain, name)
     key = f"domains.{domain}.{'train' if name == 'train' else 'testsets.' + name}"
-    frame = load_tasks(spec, key)
+    frame = load_tasks(spec, key, domain)
     art.write_table(frame, out, art.TASKS)
     log.info("%s: %d tasks from %s", out, len(frame), spec.get("kind"))
 
@@ -60,7 +65,7 @@ def explore(config: dict[str, Any], domain: str, iteration: int, tasks_path: str
     """Self-exploration: K samples per input with their self-rewards (Steps 1 and 7)."""
     settings = domain_settings(config, domain)
     tasks = art.read_table(tasks_path, art.TASKS)
-    environment = make_environment(domain, settings, answer_type(config, domain, "train"))
+    environment = _environment(config, domain)
     few_shot = iteration <= int(settings["explore"]["few_shot_iterations"])
     backend = _backend(config, model_dir)
     prompts = [backend.render(environment.explore_prompt(task, few_shot)) for task in _tasks(tasks)]
@@ -80,7 +85,7 @@ def refine(config: dict[str, Any], domain: str, iteration: int, samples_path: st
     """Self-refinement: one refined program per sample, written from (x, a_k) (Steps 4 and 7)."""
     settings = domain_settings(config, domain)
     samples = art.read_table(samples_path, art.GENERATIONS)
-    environment = make_environment(domain, settings, answer_type(config, domain, "train"))
+    environment = _environment(config, domain)
     backend = _backend(config, model_dir)
     prompts = [backend.render(environment.refine_prompt(Task(row.id, row.question, row.answer), row.program))
                for row in samples.itertuples()]
@@ -94,9 +99,8 @@ def refine(config: dict[str, Any], domain: str, iteration: int, samples_path: st
 
 def execute(config: dict[str, Any], domain: str, generations_path: str, out: str) -> None:
     """Run every program in the environment: binary reward b and error class (Steps 2-3 and 5-6)."""
-    settings = domain_settings(config, domain)
     generations = art.read_table(generations_path, art.GENERATIONS)
-    environment = make_environment(domain, settings, answer_type(config, domain, "train"))
+    environment = _environment(config, domain)
     tasks = [Task(row.id, row.question, row.answer) for row in generations.itertuples()]
     results = environment.execute(tasks, list(generations["program"]))
     rows = [{"id": row.id, "sample_idx": row.sample_idx, "b": result.b, "value": result.value,
@@ -116,8 +120,7 @@ def _judged(generations_path: str, executions_path: str) -> pd.DataFrame:
 def build_pool(config: dict[str, Any], domain: str, iteration: int, previous_pool: str | None, samples: str,
                samples_exec: str, refinements: str, refinements_exec: str, out: str) -> None:
     """Eq. 2 per (x, k), then the pool of the previous iteration plus the chosen trajectories."""
-    settings = domain_settings(config, domain)
-    environment = make_environment(domain, settings, answer_type(config, domain, "train"))
+    environment = _environment(config, domain)
     columns = ["id", "sample_idx", "question", "answer", "program", "b", "self_reward"]
     chosen = filter_trajectories(_judged(samples, samples_exec)[columns],
                                  _judged(refinements, refinements_exec)[columns], iteration)
@@ -145,7 +148,7 @@ def train(config: dict[str, Any], domain: str, base_model: str, u1_path: str, u2
     from .training import build_examples, train as run_training
 
     settings = domain_settings(config, domain)
-    environment = make_environment(domain, settings, answer_type(config, domain, "train"))
+    environment = _environment(config, domain)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     examples = build_examples(art.read_table(u1_path, art.U1), art.read_table(u2_path, art.U2), environment,
                               tokenizer)
@@ -162,7 +165,7 @@ def evaluate(config: dict[str, Any], domain: str, iteration: int, model_dir: str
     summary: dict[str, Any] = {}
     for name, path in zip(testsets, test_paths):
         spec = dataset_spec(config, domain, name)
-        environment = make_environment(domain, settings, answer_type(config, domain, name))
+        environment = _environment(config, domain, name)
         tasks = _tasks(art.read_table(path, art.TASKS))
         prompts = [backend.render(environment.explore_prompt(task, few_shot=iteration == 0)) for task in tasks]
         generations = backend.greedy(prompts, int(settings["eval"]["max_new_tokens"]))

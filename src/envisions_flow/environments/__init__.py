@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..answers import NUMERIC
 from ..sandbox import Limits
 from .base import Environment, Execution, Task
+from .logic import LogicEnvironment
 from .math import MathEnvironment
 
 __all__ = ["Environment", "Execution", "Task", "make_environment"]
 
 
-def make_environment(domain: str, settings: dict[str, Any], answer_type: str, progress: bool = True) -> Environment:
-    """The environment of a domain, configured from its settings block."""
+def make_environment(domain: str, settings: dict[str, Any], dataset: dict[str, Any], progress: bool = True) -> Environment:
+    """The environment of a domain, configured from its settings block and the dataset it runs on."""
+    execution = settings["execution"]
+    limits = Limits(timeout_s=float(execution["timeout_s"]), memory_mb=int(execution["memory_mb"]))
+    common = {"limits": limits, "workers": int(execution["workers"]), "progress": progress}
     if domain == "math":
-        execution = settings["execution"]
-        limits = Limits(timeout_s=float(execution["timeout_s"]), memory_mb=int(execution["memory_mb"]))
-        return MathEnvironment(answer_type=answer_type, limits=limits, workers=int(execution["workers"]),
-                               progress=progress)
-    raise ValueError(f"domains.{domain}: no environment implements this domain (available: math)")
+        return MathEnvironment(answer_type=dataset.get("answer_type", NUMERIC), **common)
+    if domain == "logic":
+        return LogicEnvironment(closed_world=bool(dataset.get("closed_world", False)), **common)
+    raise ValueError(f"domains.{domain}: no environment implements this domain (available: math, logic)")
