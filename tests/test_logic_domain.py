@@ -12,26 +12,7 @@ from envisions_flow.datasets import load_tasks
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.logic import ONE_SHOT, LogicEnvironment
 from envisions_flow.logic_programs import answer
-from envisions_flow.theories import ATTRIBUTES, _theory, forward_chain, generate_theories, label
-
-
-def to_program(facts, rules, statement) -> str:
-    """A Logic-LM program for a generated theory, written independently of the generator's reasoner."""
-    def atom(predicate, args, value):
-        return f"{predicate.capitalize()}({', '.join(args)}, {value})"
-
-    lines = ["Predicates:", "Facts:"] + [atom(*fact) for fact in sorted(facts)] + ["Rules:"]
-    for rule in rules:
-        premises = [atom(attribute, ("$x",), value) for attribute, value in rule.premises]
-        if rule.relation:
-            premises.append(atom(rule.relation[0], ("$x", rule.relation[1]), True))
-        lines.append(" && ".join(premises) + " >>> " + atom(rule.conclusion[0], ("$x",), rule.conclusion[1]))
-    predicate, args, value = statement
-    mentioned = {fact[0] for fact in facts} | {a for r in rules for a, _ in r.premises} | {
-        r.conclusion[0] for r in rules}
-    if predicate not in mentioned:
-        lines.insert(1, f"{predicate.capitalize()}($x, bool) ::: declared, never used")
-    return "\n".join(lines + ["Query:", atom(predicate, args, value)])
+from envisions_flow.theories import ATTRIBUTES, _theory, forward_chain, generate_theories, label, theory_program
 
 
 @pytest.mark.parametrize("closed_world", [False, True])
@@ -46,7 +27,7 @@ def test_clingo_agrees_with_the_generators_own_reasoning(closed_world):
         for _ in range(5):
             statement = (r.choice(ATTRIBUTES), (r.choice(entities),), r.random() < 0.5)
             expected = label(statement, known, closed_world)
-            assert answer(to_program(facts, rules, statement), closed_world) == expected
+            assert answer(theory_program(facts, rules, statement), closed_world) == expected
             checked += 1
     assert checked > 100
 

@@ -143,3 +143,23 @@ def generate_theories(spec: dict[str, Any], key: str) -> pd.DataFrame:
                 rows.append({"id": f"{name}-{len(rows)}", "question": question, "answer": wanted, "source": name})
                 break
     return pd.DataFrame(rows)
+
+
+def theory_program(facts: set[Fact], rules: list[TheoryRule], statement: Fact) -> str:
+    """The Logic-LM program of a theory and a statement: a gold solution, for tests and benchmarks."""
+
+    def atom(predicate: str, args: tuple[str, ...], value: bool) -> str:
+        return f"{predicate.capitalize()}({', '.join(args)}, {value})"
+
+    mentioned = {fact[0] for fact in facts} | {a for rule in rules for a, _ in rule.premises} | {
+        rule.conclusion[0] for rule in rules}
+    lines = ["Predicates:"]
+    if statement[0] not in mentioned:
+        lines.append(f"{statement[0].capitalize()}($x, bool) ::: declared, never stated")
+    lines += ["Facts:"] + [atom(*fact) for fact in sorted(facts)] + ["Rules:"]
+    for rule in rules:
+        premises = [atom(attribute, ("$x",), value) for attribute, value in rule.premises]
+        if rule.relation:
+            premises.append(atom(rule.relation[0], ("$x", rule.relation[1]), True))
+        lines.append(" && ".join(premises) + " >>> " + atom(rule.conclusion[0], ("$x",), rule.conclusion[1]))
+    return "\n".join(lines + ["Query:", atom(*statement)])

@@ -17,7 +17,7 @@ INSTRUCTION = (
 
 # One worked example for the cold-start prompt of iteration 1 (Logic-LM's format).
 ONE_SHOT = (
-    "Theory: Anne is furry. Anne chases the bob. Bob is not big. If someone is furry and they chase Bob then "
+    "Theory: Anne is furry. Anne chases Bob. Bob is not big. If someone is furry and they chase Bob then "
     "they are nice. If someone is nice then they are kind.\n"
     "Statement: Anne is kind.\nIs the statement True, False or Unknown?",
     "Predicates:\nFurry($x, bool) ::: Is x furry?\nChases($x, $y, bool) ::: Does x chase y?\n"
