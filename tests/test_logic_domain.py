@@ -12,6 +12,7 @@ from envisions_flow.datasets import load_tasks
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.logic import ONE_SHOT, LogicEnvironment
 from envisions_flow.logic_programs import answer
+from envisions_flow.sandbox import Limits
 from envisions_flow.theories import ATTRIBUTES, _theory, forward_chain, generate_theories, label, theory_program
 
 
@@ -96,3 +97,16 @@ def test_environment_prompts_and_round_trip():
     assert len(env.explore_prompt(task, few_shot=True)) == 3
     assert env.extract_program(env.render_solution(ONE_SHOT[1])) == ONE_SHOT[1]
     assert env.program_key("A(B, True) ::: x\n\n  C(D,   True)") == env.program_key("A(B, True)\nC(D, True)")
+
+
+def test_a_grounding_bomb_is_isolated_and_its_neighbours_answered():
+    """A program whose grounding explodes times out alone; the rest of its chunk is still answered."""
+    constants = "\n".join(f"A(C{i}, True)" for i in range(40))
+    variables = ["$a", "$b", "$c", "$d", "$e", "$f"]
+    rule = " && ".join(f"A({v}, True)" for v in variables) + f" >>> B({', '.join(variables)}, True)"
+    bomb = f"Predicates:\nFacts:\n{constants}\nRules:\n{rule}\nQuery:\nB(C1, C2, C3, C4, C5, C6, True)"
+    env = LogicEnvironment(limits=Limits(timeout_s=1.0, memory_mb=1024), chunk_size=4)
+    programs = [ONE_SHOT[1], bomb, ONE_SHOT[1], ONE_SHOT[1], ONE_SHOT[1]]
+    results = env.execute([Task(str(i), "", "True") for i in range(5)], programs)
+    assert [r.b for r in results] == [1, 0, 1, 1, 1]
+    assert results[1].error_class in {"timeout", "memory"}

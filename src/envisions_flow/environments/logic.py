@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import re
+import resource
+import signal
+import time
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from typing import Sequence
 
+from ..logic_programs import answer_or_error
 from ..sandbox import DEFAULT_PRELOAD, Limits, run_many
 from .base import CORRECT, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task
 
@@ -47,6 +52,7 @@ class LogicEnvironment:
     limits: Limits = field(default_factory=Limits)
     workers: int = 2
     progress: bool = False
+    chunk_size: int = 64
     domain: str = "logic"
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
@@ -78,24 +84,77 @@ class LogicEnvironment:
         return "\n".join(line for line in lines if line)
 
     def execute(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[Execution]:
-        runnable = [i for i, program in enumerate(programs) if program.strip()]
-        calls = [(f"PROGRAM = {programs[i]!r}", f"answer_or_error(PROGRAM, {self.closed_world})") for i in runnable]
-        calls = [("from envisions_flow.logic_programs import answer_or_error\n" + code, entry)
-                 for code, entry in calls]
-        outcomes = dict(zip(runnable, run_many(calls, self.limits, self.workers, progress=self.progress,
-                                               preload=DEFAULT_PRELOAD + ("clingo", "envisions_flow.logic_programs"))))
+        labels = self._run(list(programs))
         results: list[Execution] = []
-        for index, task in enumerate(tasks):
-            outcome = outcomes.get(index)
-            if outcome is None:
+        for task, program, (value, error_class, duration) in zip(tasks, programs, labels):
+            if not program.strip():
                 results.append(Execution(0, None, NO_PROGRAM, 0.0))
-            elif outcome.error_class:
-                results.append(Execution(0, None, outcome.error_class, outcome.duration_s))
-            elif outcome.value is None or outcome.value.startswith("error:"):
-                error_class = (outcome.value or "error:solver_error").split(":")[1]
-                results.append(Execution(0, None, error_class, outcome.duration_s))
-            elif outcome.value == task.answer:
-                results.append(Execution(1, outcome.value, CORRECT, outcome.duration_s))
+            elif error_class:
+                results.append(Execution(0, None, error_class, duration))
+            elif value == task.answer:
+                results.append(Execution(1, value, CORRECT, duration))
             else:
-                results.append(Execution(0, outcome.value, WRONG_ANSWER, outcome.duration_s))
+                results.append(Execution(0, value, WRONG_ANSWER, duration))
         return results
+
+    def _run(self, programs: list[str]) -> list[tuple[str | None, str, float]]:
+        """(label, error class, seconds) per program.
+
+        A program is data that our own parser and clingo read, not code to run, so warm
+        workers (under a memory limit) answer whole chunks without a fork per program. A
+        chunk that overruns its time budget or kills its worker is answered again one program
+        at a time in the sandbox, whose per-program timeout isolates the culprit.
+        """
+        from tqdm import tqdm
+
+        chunks = [list(range(i, min(i + self.chunk_size, len(programs))))
+                  for i in range(0, len(programs), self.chunk_size)]
+        results: dict[int, tuple[str | None, str, float]] = {}
+        retry: list[int] = []
+        context = get_context("fork")
+        pool = context.Pool(max(1, self.workers), initializer=_limit_memory, initargs=(self.limits.memory_mb,))
+        try:
+            pending = [(chunk, pool.apply_async(_answer_chunk, ([programs[i] for i in chunk], self.closed_world)))
+                       for chunk in chunks]
+            with tqdm(total=len(programs), desc="executing", unit="prog", disable=not self.progress) as bar:
+                for position, (chunk, handle) in enumerate(pending):
+                    try:
+                        answered = handle.get(timeout=self.limits.timeout_s + 2 + 0.05 * len(chunk))
+                    except Exception:  # noqa: BLE001 - a timeout, MemoryError or dead worker: isolate below
+                        retry.extend(index for later, _ in pending[position:] for index in later)
+                        break
+                    results.update(zip(chunk, answered))
+                    bar.update(len(chunk))
+        finally:
+            pool.terminate()
+            pool.join()
+        if retry:
+            calls = [("from envisions_flow.logic_programs import answer_or_error\n" + f"PROGRAM = {programs[i]!r}",
+                      f"answer_or_error(PROGRAM, {self.closed_world})") for i in retry]
+            outcomes = run_many(calls, self.limits, self.workers, progress=self.progress,
+                                preload=DEFAULT_PRELOAD + ("clingo", "envisions_flow.logic_programs"))
+            for index, outcome in zip(retry, outcomes):
+                results[index] = _parse_label(outcome.value, outcome.duration_s) if not outcome.error_class else (
+                    None, outcome.error_class, outcome.duration_s)
+        return [results[i] for i in range(len(programs))]
+
+
+def _parse_label(value: str | None, duration: float) -> tuple[str | None, str, float]:
+    if value is None or value.startswith("error:"):
+        return None, (value or "error:solver_error").split(":")[1], duration
+    return value, "", duration
+
+
+def _limit_memory(memory_mb: int) -> None:
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _answer_chunk(texts: list[str], closed_world: bool) -> list[tuple[str | None, str, float]]:
+    out = []
+    for text in texts:
+        started = time.monotonic()
+        value = answer_or_error(text, closed_world) if text.strip() else "error:no_program"
+        out.append(_parse_label(value, time.monotonic() - started))
+    return out
