@@ -85,16 +85,22 @@ def _bad_configs(tmp: Path) -> dict[str, tuple[dict, str]]:
             "domains.math.testsets.generated.fields.answer: " + str(missing_field) + " has no column(s) ['answer']"),
         "empty_split": (merged({"domains": {"math": {"train": {"kind": "file", "path": str(empty)}}}}),
                         "domains.math.train: " + str(empty) + " has no rows"),
+        "default_domains": ({**merged({}), "default_domains": ["logic"], "domains": merged({})["domains"]},
+                            "default_domains names unconfigured domains ['logic']"),
         "model_path": ({**merged({}), "model": {"path": str(tmp / "no-model")}},
                        "model.path: '" + str(tmp / "no-model") + "' does not exist"),
     }
 
 
 @pytest.mark.parametrize("case", ["unknown_key", "wrong_type", "missing_file", "missing_field", "empty_split",
-                                  "model_path"])
+                                  "default_domains", "model_path"])
 def test_bad_configuration_stops_before_any_job(tmp_path: Path, case: str):
     workdir = workflow_copy(tmp_path / "wf")
     config, message = _bad_configs(tmp_path)[case]
+    if case in {"model_path", "default_domains"}:
+        # these cases need config.yaml itself changed: merging cannot remove its keys
+        text = (workdir / "config" / "config.yaml").read_text()
+        (workdir / "config" / "config.yaml").write_text(text[: text.index("\n  logic:")] + "\n")
     if case == "model_path":
         config["model"] = {"path": str(tmp_path / "no-model")}
         (workdir / "config" / "config.yaml").write_text(
@@ -182,3 +188,30 @@ def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model
     changed = merged({"domains": {"math": {"selection": {"n1": 1}}}})
     planned = _planned_rules(snakemake(workdir, "-n", "results/math/iter1/eval.json", config=changed).stdout)
     assert planned == {"select", "train", "evaluate"}
+
+
+@pytest.mark.slow
+def test_logic_domain_runs_through_selection(tmp_path: Path, base_model: Path):
+    workdir = workflow_copy(tmp_path / "wf")
+    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    config = {
+        "generation": {"batch_size": 8},
+        "domains": {"logic": {
+            "iterations": 1,
+            "train": {"kind": "generated", "n": 2, "split": "train", "seed": 1, "max_depth": 2},
+            "testsets": {"generated": {"kind": "generated", "n": 2, "split": "test", "seed": 2}},
+            "explore": {"k": 2, "max_new_tokens": 48},
+            "refine": {"max_new_tokens": 48},
+        }},
+    }
+    snakemake(workdir, "results/logic/iter1/u2.parquet", config=config)
+    iteration = workdir / "results" / "logic" / "iter1"
+    samples = art.read_table(iteration / "samples.parquet", art.GENERATIONS)
+    assert len(samples) == 4 and samples["prompt"].str.contains("Predicates, Facts, Rules and Query").all()
+    executions = art.read_table(iteration / "refinements.exec.parquet", art.EXECUTIONS)
+    known = {"", "wrong_answer", "no_program", "missing_section", "unbalanced_parentheses", "bad_atom", "bad_rule",
+             "arity_clash", "unknown_predicate", "solver_error", "timeout", "memory"}
+    assert len(executions) == 4 and set(executions["error_class"]) <= known
+    assert set(executions["b"]) <= {0, 1}
+    tasks = art.read_table(workdir / "results" / "logic" / "data" / "train.parquet", art.TASKS)
+    assert set(tasks["answer"]) <= {"True", "False", "Unknown"}
