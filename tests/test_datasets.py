@@ -128,6 +128,8 @@ def test_missing_empty_and_undecodable_files(tmp_path: Path):
         ("gsm_hard", {"input": "Big?", "target": 123456.0}, "Big?", "123456.0"),
         ("math", {"problem": "Find x.", "answer": "\\frac{1}{2}", "unique_id": "test/algebra/1.json"},
          "Find x.", "\\frac{1}{2}"),
+        ("proofwriter", {"id": "AttNoneg-D5-1", "theory": "Bob is big.", "question": "Bob is red.",
+                         "answer": "Unknown", "QDep": 0}, "Bob is big.\nBob is red.", "Unknown"),
     ],
 )
 def test_hub_presets_map_the_public_columns(monkeypatch, preset, row, question, answer):

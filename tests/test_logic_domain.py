@@ -53,7 +53,7 @@ def test_logic_lm_processed_form(tmp_path: Path):
         {"id": "ProofWriter_2", "context": "Anne is big.", "question": "... Bob is big.",
          "options": ["A) True", "B) False", "C) Unknown"], "answer": "C"},
     ]))
-    tasks = load_tasks({"preset": "proofwriter", "path": str(path)}, "domains.logic.testsets.pw", "logic")
+    tasks = load_tasks({"preset": "proofwriter_logiclm", "path": str(path)}, "domains.logic.testsets.pw", "logic")
     assert tasks["id"].tolist() == ["ProofWriter_1", "ProofWriter_2"]
     assert tasks["answer"].tolist() == ["True", "Unknown"]
     assert tasks["question"].iloc[0].startswith("Anne is big.\nBased on")
