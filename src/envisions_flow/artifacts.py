@@ -111,8 +111,13 @@ class ArtifactError(ValueError):
 
 
 def _atomic_target(path: Path) -> tuple[int, str]:
+    """A temporary file beside `path`, with the permissions a plain open() would give (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
 
 
 def write_table(frame: pd.DataFrame | list[dict[str, Any]], path: str | Path, schema: pa.Schema) -> None:
