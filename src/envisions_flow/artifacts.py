@@ -124,6 +124,10 @@ def write_table(frame: pd.DataFrame | list[dict[str, Any]], path: str | Path, sc
     """Write rows as Parquet with exactly `schema`, atomically."""
     path = Path(path)
     if not isinstance(frame, pd.DataFrame):
+        names = set(schema.names)
+        incomplete = next((row for row in frame if not names <= row.keys()), None)
+        if incomplete is not None:
+            raise ArtifactError(f"{path}: rows lack columns {sorted(names - incomplete.keys())}")
         frame = pd.DataFrame(frame, columns=schema.names)
     missing = [name for name in schema.names if name not in frame.columns]
     if missing:
