@@ -155,7 +155,8 @@ def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model
     assert set(executions["b"]) <= {0, 1} and len(executions) == 6
 
     # Kill the run with SIGKILL in the middle of training, then resume.
-    command = [*SNAKEMAKE, "--cores", "2", "--configfile", "test.yaml", "results/math/iter1/eval.json"]
+    # the target goes before --configfile, which takes several values
+    command = [*SNAKEMAKE, "--cores", "2", "results/math/iter1/eval.json", "--configfile", "test.yaml"]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 600
@@ -168,6 +169,10 @@ def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model
     assert {"refinements.parquet", "pool.parquet", "u1.parquet", "u2.parquet"} <= set(finished)
     assert not (iteration / "eval.json").exists()
 
+    # A hard kill leaves Snakemake's lock behind (Ctrl-C would release it): unlock, as the README says.
+    locked = snakemake(workdir, "results/math/iter1/eval.json", config=TINY, check=False)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+    snakemake(workdir, "--unlock", "results/math/iter1/eval.json", config=TINY)
     snakemake(workdir, "--rerun-incomplete", "results/math/iter1/eval.json", config=TINY)
     for name, mtime in finished.items():
         assert (iteration / name).stat().st_mtime_ns == mtime, f"{name} was redone after the resume"
@@ -184,9 +189,11 @@ def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model
     assert set(pool["origin"]) <= {"explore", "refine"} and (pool["iteration"] == 1).all()
 
     # A finished target is up to date; a changed selection key re-runs selection onwards only.
-    assert "Nothing to be done" in snakemake(workdir, "-n", "results/math/iter1/eval.json", config=TINY).stdout
+    up_to_date = snakemake(workdir, "-n", "results/math/iter1/eval.json", config=TINY)
+    assert "Nothing to be done" in up_to_date.stdout + up_to_date.stderr
     changed = merged({"domains": {"math": {"selection": {"n1": 1}}}})
-    planned = _planned_rules(snakemake(workdir, "-n", "results/math/iter1/eval.json", config=changed).stdout)
+    dry_run = snakemake(workdir, "-n", "results/math/iter1/eval.json", config=changed)
+    planned = _planned_rules(dry_run.stdout + dry_run.stderr)
     assert planned == {"select", "train", "evaluate"}
 
 
