@@ -7,6 +7,7 @@ executor, never a copy of the pipeline.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -60,3 +61,30 @@ class Environment(Protocol):
 
     def execute(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[Execution]:
         """Run each program against its task and judge the result."""
+
+
+_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def chat(worked_examples: Sequence[tuple[str, str]], question: str) -> Messages:
+    """User/assistant turns for worked examples (few-shot), then the question."""
+    messages: Messages = []
+    for user, assistant in worked_examples:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return messages + [{"role": "user", "content": question}]
+
+
+def extract_fenced(completion: str, marker: str) -> str:
+    """The first fenced block (or, without one, the bare completion) from `marker` on.
+
+    A fenced block without the marker is returned whole (it fails in the executor with
+    an error class); a completion with neither fence nor marker holds no program ("").
+    """
+    match = _FENCE.search(completion)
+    text = match.group(1) if match else completion
+    start = text.find(marker)
+    if start >= 0:
+        text = text[start:]
+    elif not match:
+        return ""
+    return text.strip("\n").rstrip()

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from ..logic_programs import answer_or_error
 from ..sandbox import DEFAULT_PRELOAD, Limits, run_many
-from .base import CORRECT, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task
+from .base import CORRECT, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
 
 INSTRUCTION = (
     "Translate the problem into a logic program with the sections Predicates, Facts, Rules and Query. "
@@ -40,7 +40,6 @@ REFINE_TEMPLATE = (
     "The current logic program is:\n```\n{program}\n```\n\nThe solution program is:"
 )
 
-_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 LABELS = ("True", "False", "Unknown")
 
 
@@ -56,25 +55,15 @@ class LogicEnvironment:
     domain: str = "logic"
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
-        messages: Messages = []
-        if few_shot:
-            question, program = ONE_SHOT
-            messages += [{"role": "user", "content": f"{INSTRUCTION}\n\n{question}"},
-                         {"role": "assistant", "content": self.render_solution(program)}]
-        messages.append({"role": "user", "content": f"{INSTRUCTION}\n\n{task.question}"})
-        return messages
+        examples = [(f"{INSTRUCTION}\n\n{ONE_SHOT[0]}", self.render_solution(ONE_SHOT[1]))] if few_shot else []
+        return chat(examples, f"{INSTRUCTION}\n\n{task.question}")
 
     def refine_prompt(self, task: Task, program: str) -> Messages:
         content = REFINE_TEMPLATE.format(question=task.question, program=program.strip() or "(no program)")
         return [{"role": "user", "content": content}]
 
     def extract_program(self, completion: str) -> str:
-        match = _FENCE.search(completion)
-        text = match.group(1) if match else completion
-        start = text.find("Predicates:")
-        if start >= 0:
-            return text[start:].strip()
-        return text.strip() if match else ""
+        return extract_fenced(completion, "Predicates:")
 
     def render_solution(self, program: str) -> str:
         return f"```\n{program.strip()}\n```"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ast
-import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from .. import answers
 from ..sandbox import Limits, run_many
-from .base import CORRECT, NO_ANSWER, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task
+from .base import CORRECT, NO_ANSWER, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
 
 INSTRUCTION = (
     "Solve the math problem by writing a Python function `solution()` that computes and returns "
@@ -47,9 +46,6 @@ REFINE_TEMPLATE = (
     "The current Python code is:\n```python\n{program}\n```\n\nThe solution code is:"
 )
 
-_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
 def _question_turn(question: str) -> str:
     return f"{INSTRUCTION}\n\nQuestion: {question}"
 
@@ -65,27 +61,15 @@ class MathEnvironment:
     domain: str = "math"
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
-        messages: Messages = []
-        if few_shot:
-            for question, program in FEW_SHOT:
-                messages.append({"role": "user", "content": _question_turn(question)})
-                messages.append({"role": "assistant", "content": self.render_solution(program)})
-        messages.append({"role": "user", "content": _question_turn(task.question)})
-        return messages
+        examples = [(_question_turn(q), self.render_solution(p)) for q, p in FEW_SHOT] if few_shot else []
+        return chat(examples, _question_turn(task.question))
 
     def refine_prompt(self, task: Task, program: str) -> Messages:
         content = REFINE_TEMPLATE.format(question=task.question, program=program.strip() or "# (no code)")
         return [{"role": "user", "content": content}]
 
     def extract_program(self, completion: str) -> str:
-        match = _FENCE.search(completion)
-        code = match.group(1) if match else completion
-        start = code.find("def solution(")
-        if start >= 0:
-            code = code[start:]
-        elif not match:
-            return ""
-        return code.strip("\n").rstrip()
+        return extract_fenced(completion, "def solution(")
 
     def render_solution(self, program: str) -> str:
         return f"```python\n{program.strip()}\n```"
