@@ -130,6 +130,8 @@ def test_missing_empty_and_undecodable_files(tmp_path: Path):
          "Find x.", "\\frac{1}{2}"),
         ("proofwriter", {"id": "AttNoneg-D5-1", "theory": "Bob is big.", "question": "Bob is red.",
                          "answer": "Unknown", "QDep": 0}, "Bob is big.\nBob is red.", "Unknown"),
+        ("ruletaker", {"context": "The cat is red.", "question": "The cat is blue.", "label": "False",
+                       "config": "depth-1"}, "The cat is red.\nThe cat is blue.", "False"),
     ],
 )
 def test_hub_presets_map_the_public_columns(monkeypatch, preset, row, question, answer):

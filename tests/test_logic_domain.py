@@ -64,7 +64,7 @@ def test_ruletaker_jsonl_nests_questions(tmp_path: Path):
     path.write_text(json.dumps({"id": "T1", "context": "The cat is red.", "questions": [
         {"id": "T1-1", "text": "The cat is red.", "label": True},
         {"id": "T1-2", "text": "The cat is blue.", "label": False}]}) + "\n")
-    tasks = load_tasks({"preset": "ruletaker", "path": str(path)}, "domains.logic.testsets.rt", "logic")
+    tasks = load_tasks({"preset": "ruletaker_jsonl", "path": str(path)}, "domains.logic.testsets.rt", "logic")
     assert tasks[["id", "answer"]].values.tolist() == [["T1-1", "True"], ["T1-2", "False"]]
     assert tasks["question"].iloc[1] == "The cat is red.\nThe cat is blue."
 
