@@ -93,3 +93,17 @@ def test_pool_keeps_order_and_survives_hostile_neighbours() -> None:
         str(i) for i in range(40) if i not in (7, 20)
     ]
     assert (outcomes[7].error_class, outcomes[20].error_class) == (FORBIDDEN, MEMORY)
+
+
+def test_memory_limit_is_on_top_of_what_the_parent_maps():
+    """A parent with a large address space (torch reserves gigabytes) must not starve the programs."""
+    import mmap
+
+    reserved = mmap.mmap(-1, 4 * 1024**3)  # 4 GB of address space, never touched
+    try:
+        outcomes = run_many([(solution("return len(bytearray(200 * 1024**2))"), "solution()"),
+                             (HOSTILE["allocate_10gb"][0], "solution()")], LIMITS, workers=1)
+    finally:
+        reserved.close()
+    assert (outcomes[0].value, outcomes[0].error_class) == (str(200 * 1024**2), "")
+    assert outcomes[1].error_class == MEMORY

@@ -25,6 +25,11 @@ def domain_settings(config: dict[str, Any], domain: str) -> dict[str, Any]:
         raise ConfigError(f"domains.{domain}: domain is not configured") from None
 
 
+def dataset_key(domain: str, name: str) -> str:
+    """The config key of a dataset, for messages: domains.math.train, domains.math.testsets.gsm8k."""
+    return f"domains.{domain}.{'train' if name == 'train' else 'testsets.' + name}"
+
+
 def dataset_spec(config: dict[str, Any], domain: str, name: str) -> dict[str, Any]:
     """The spec of the train set ("train") or of a test set, presets applied."""
     settings = domain_settings(config, domain)
@@ -43,9 +48,8 @@ def check(config: dict[str, Any]) -> None:
     for domain, settings in config["domains"].items():
         datasets = {"train": settings["train"], **settings["testsets"]}
         for name, spec in datasets.items():
-            key = f"domains.{domain}.{'train' if name == 'train' else 'testsets.' + name}"
             try:
-                check_source(spec, key)
+                check_source(spec, dataset_key(domain, name))
             except DataError as error:
                 raise ConfigError(str(error)) from None
         if not settings["testsets"]:

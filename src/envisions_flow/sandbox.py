@@ -168,8 +168,23 @@ class _Guard:
                     self._refuse(f"{event} on {path!r}")
 
 
+def address_space_limit(memory_mb: int) -> int:
+    """RLIMIT_AS for `memory_mb` more than this process already maps.
+
+    RLIMIT_AS caps the whole address space, inherited mappings included: a child forked
+    from a process with torch loaded (gigabytes of reserved address space) could not
+    allocate anything under a plain 1 GB cap.
+    """
+    try:
+        with open("/proc/self/statm") as handle:
+            mapped = int(handle.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        mapped = 0
+    return mapped + memory_mb * 1024 * 1024
+
+
 def _apply_limits(limits: Limits) -> None:
-    memory = limits.memory_mb * 1024 * 1024
+    memory = address_space_limit(limits.memory_mb)
     cpu = max(1, math.ceil(limits.timeout_s)) + 1
     file_size = limits.max_file_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))

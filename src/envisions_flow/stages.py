@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import artifacts as art
-from .config import dataset_spec, domain_settings
+from .config import dataset_key, dataset_spec, domain_settings
 from .datasets import load_tasks
 from .environments import Environment, Task, make_environment
 from .generation import Generation, load_backend
@@ -55,8 +55,7 @@ def _generation_row(task: Any, sample_idx: int, prompt: str, generation: Generat
 
 def prepare_data(config: dict[str, Any], domain: str, name: str, out: str | Path) -> None:
     spec = dataset_spec(config, domain, name)
-    key = f"domains.{domain}.{'train' if name == 'train' else 'testsets.' + name}"
-    frame = load_tasks(spec, key, domain)
+    frame = load_tasks(spec, dataset_key(domain, name), domain)
     art.write_table(frame, out, art.TASKS)
     log.info("%s: %d tasks from %s", out, len(frame), spec.get("kind"))
 

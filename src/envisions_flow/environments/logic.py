@@ -11,7 +11,7 @@ from multiprocessing import get_context
 from typing import Sequence
 
 from ..logic_programs import answer_or_error
-from ..sandbox import DEFAULT_PRELOAD, Limits, run_many
+from ..sandbox import DEFAULT_PRELOAD, Limits, address_space_limit, run_many
 from .base import CORRECT, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
 
 INSTRUCTION = (
@@ -135,7 +135,7 @@ def _parse_label(value: str | None, duration: float) -> tuple[str | None, str, f
 
 
 def _limit_memory(memory_mb: int) -> None:
-    limit = memory_mb * 1024 * 1024
+    limit = address_space_limit(memory_mb)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
