@@ -82,9 +82,12 @@ def _gold(value: Any, answer_format: str) -> str:
     return text
 
 
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
 def _field_getter(template: str) -> tuple[Callable[[dict], str], list[str]]:
     """A field mapping is a column name or a format string such as '{Body} {Question}'."""
-    names = re.findall(r"\{([^{}]+)\}", template)
+    names = _PLACEHOLDER.findall(template)
     if not names:
         return (lambda row: row[template]), [template]
     return (lambda row: _format(template, row)), names
@@ -140,7 +143,7 @@ def explode(frame: pd.DataFrame, column: str, key: str, origin: str) -> pd.DataF
 
 def _format(template: str, row: dict) -> str:
     """str.format over columns whose names may hold dots (`{questions.text}`)."""
-    return re.sub(r"\{([^{}]+)\}", lambda match: str(row[match.group(1)]), template)
+    return _PLACEHOLDER.sub(lambda match: str(row[match.group(1)]), template)
 
 
 def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) -> pd.DataFrame:

@@ -40,9 +40,6 @@ REFINE_TEMPLATE = (
     "The current logic program is:\n```\n{program}\n```\n\nThe solution program is:"
 )
 
-LABELS = ("True", "False", "Unknown")
-
-
 @dataclass
 class LogicEnvironment:
     """Logic-LM programs answered by clingo inside the sandbox (open or closed world)."""
@@ -144,6 +141,6 @@ def _answer_chunk(texts: list[str], closed_world: bool) -> list[tuple[str | None
     out = []
     for text in texts:
         started = time.monotonic()
-        value = answer_or_error(text, closed_world) if text.strip() else "error:no_program"
+        value = answer_or_error(text, closed_world)
         out.append(_parse_label(value, time.monotonic() - started))
     return out
