@@ -18,9 +18,10 @@ include: "rules/execute.smk"
 include: "rules/select.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/analysis.smk"
 
 
 rule all:
     default_target: True
     input:
-        expand("results/{domain}/summary.md", domain=DEFAULT_DOMAINS),
+        default_targets(),

@@ -1,9 +1,23 @@
+import re
+
+import yaml
 from snakemake.exceptions import WorkflowError
 
 from envisions_flow.config import ConfigError, check, dataset_spec, domain_settings
+from envisions_flow.runs import (
+    all_run_dirs,
+    check_runs,
+    parse_run_dir,
+    run_dir,
+    run_settings,
+    runs_of,
+    shared_run_dir,
+)
 
 try:
     check(config)
+    with open(workflow.source_path("../config/schema.yaml")) as schema_file:
+        check_runs(config, yaml.safe_load(schema_file))
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
 
@@ -15,40 +29,96 @@ if set(DEFAULT_DOMAINS) - set(DOMAINS):
         f"{sorted(set(DEFAULT_DOMAINS) - set(DOMAINS))}"
     )
 BASE_MODEL = "results/models/base"
+RUN_DIRS = list(all_run_dirs(config))
 
 
+# {run} is a run's directory under results/: "math" for the default ENVISIONS run,
+# "math/star" for a named run.
 wildcard_constraints:
     domain="|".join(DOMAINS),
+    run="|".join(re.escape(path) for path in RUN_DIRS),
     iteration=r"\d+",
+    dataset=r"[^/]+",
 
 
 def settings(wildcards, *keys):
-    """A domain's settings block (or the sub-blocks named), as rule params for rerun triggers."""
-    block = domain_settings(config, wildcards.domain)
+    """A run's settings (or the sub-blocks named), as rule params for rerun triggers."""
+    block = run_settings(config, *parse_run_dir(wildcards.run))
     return {key: block[key] for key in keys} if keys else block
+
+
+def strategy(run):
+    return run_settings(config, *parse_run_dir(run))["strategy"]
+
+
+# What an artifact depends on beyond the base model, for sharing it between runs:
+# iteration 1 samples and refinements, and the base model's evaluation (iteration 0).
+SHARED = {
+    "samples": (("train", "explore"), ()),
+    "samples.exec": (("train", "explore", "execution"), ()),
+    "refinements": (("train", "explore", "refine"), ("refine",)),
+    "refinements.exec": (("train", "explore", "refine", "execution"), ("refine",)),
+    "eval": (("testsets", "eval", "execution"), ()),
+}
+
+
+def artifact(run, iteration, name, extension="parquet"):
+    """The path of a run's artifact, read from the first run with equal settings where it can be shared."""
+    iteration = int(iteration)
+    shareable = (iteration == 1 and name != "eval") or (
+        iteration == 0 and name == "eval"
+    )
+    if shareable and name in SHARED:
+        domain, run_name = parse_run_dir(run)
+        run = shared_run_dir(config, domain, run_name, *SHARED[name])
+    return f"results/{run}/iter{iteration}/{name}.{extension}"
+
+
+def checkpoint(run, iteration):
+    return f"results/{run}/iter{iteration}/checkpoint"
 
 
 def policy_for_sampling(wildcards):
     """Iteration 1 samples with the base model, iteration i with the checkpoint of i-1."""
     iteration = int(wildcards.iteration)
-    if iteration <= 1:
-        return BASE_MODEL
-    return f"results/{wildcards.domain}/iter{iteration - 1}/checkpoint"
+    return BASE_MODEL if iteration <= 1 else checkpoint(wildcards.run, iteration - 1)
 
 
 def policy_for_eval(wildcards):
     """Iteration 0 is the untrained base model; iteration i is its checkpoint."""
     iteration = int(wildcards.iteration)
-    if iteration == 0:
-        return BASE_MODEL
-    return f"results/{wildcards.domain}/iter{iteration}/checkpoint"
+    return BASE_MODEL if iteration == 0 else checkpoint(wildcards.run, iteration)
 
 
-def previous_pool(wildcards):
+def init_model(wildcards):
+    """ENVISIONS trains the base model from scratch; continual methods the previous checkpoint."""
     iteration = int(wildcards.iteration)
-    if iteration <= 1:
-        return []
-    return f"results/{wildcards.domain}/iter{iteration - 1}/pool.parquet"
+    if strategy(wildcards.run)["init"] == "previous" and iteration > 1:
+        return checkpoint(wildcards.run, iteration - 1)
+    return BASE_MODEL
+
+
+def explored(wildcards):
+    return artifact(wildcards.run, wildcards.iteration, "samples")
+
+
+def executed(wildcards):
+    return artifact(wildcards.run, wildcards.iteration, f"{wildcards.stage}")
+
+
+def pool_inputs(wildcards):
+    """This iteration's judged trajectories, and the previous pool when the run keeps one."""
+    run, iteration = wildcards.run, int(wildcards.iteration)
+    inputs = {
+        "samples": artifact(run, iteration, "samples"),
+        "samples_exec": artifact(run, iteration, "samples.exec"),
+    }
+    if strategy(run)["refine"]:
+        inputs["refinements"] = artifact(run, iteration, "refinements")
+        inputs["refinements_exec"] = artifact(run, iteration, "refinements.exec")
+    if strategy(run)["pool"] and iteration > 1:
+        inputs["previous"] = f"results/{run}/iter{iteration - 1}/pool.parquet"
+    return inputs
 
 
 def testset_names(domain):
@@ -56,21 +126,38 @@ def testset_names(domain):
 
 
 def testset_files(wildcards):
-    return [
-        f"results/{wildcards.domain}/data/{name}.parquet"
-        for name in testset_names(wildcards.domain)
-    ]
+    domain = parse_run_dir(wildcards.run)[0]
+    return [f"results/{domain}/data/{name}.parquet" for name in testset_names(domain)]
 
 
-def summary_inputs(wildcards):
-    iterations = int(domain_settings(config, wildcards.domain)["iterations"])
+def iterations(run):
+    return int(run_settings(config, *parse_run_dir(run))["iterations"])
+
+
+def run_results(wildcards):
+    """Everything a run's summary and analysis read: evals, judged trajectories, pools, Δlog p."""
+    run = wildcards.run
+    last = iterations(run)
+    stages = ["samples.exec"] + (
+        ["refinements.exec"] if strategy(run)["refine"] else []
+    )
     return {
-        "evals": [
-            f"results/{wildcards.domain}/iter{i}/eval.json"
-            for i in range(iterations + 1)
+        "evals": [artifact(run, i, "eval", "json") for i in range(last + 1)],
+        "executions": [
+            artifact(run, i, stage) for i in range(1, last + 1) for stage in stages
         ],
-        "pools": [
-            f"results/{wildcards.domain}/iter{i}/pool.parquet"
-            for i in range(1, iterations + 1)
+        "pools": [f"results/{run}/iter{i}/pool.parquet" for i in range(1, last + 1)],
+        "margins": [
+            f"results/{run}/iter{i}/margins.parquet" for i in range(1, last + 1)
         ],
     }
+
+
+def default_targets():
+    """Summary and analysis of every run of the default domains."""
+    return [
+        f"results/{run_dir(domain, run)}/{name}"
+        for domain in DEFAULT_DOMAINS
+        for run in runs_of(config, domain)
+        for name in ("summary.md", "analysis.parquet")
+    ]

@@ -3,29 +3,16 @@ rule evaluate:
         model=policy_for_eval,
         testsets=testset_files,
     output:
-        json="results/{domain}/iter{iteration}/eval.json",
-        parquet="results/{domain}/iter{iteration}/eval.parquet",
+        json="results/{run}/iter{iteration}/eval.json",
+        parquet="results/{run}/iter{iteration}/eval.parquet",
     log:
-        "results/logs/{domain}/iter{iteration}/evaluate.log",
+        "results/logs/{run}/iter{iteration}/evaluate.log",
     conda:
         "../envs/model.yaml"
     threads: 2
     params:
         settings=lambda wildcards: settings(wildcards, "eval", "execution"),
-        testsets=lambda wildcards: testset_names(wildcards.domain),
+        testsets=lambda wildcards: testset_names(parse_run_dir(wildcards.run)[0]),
         generation=config["generation"],
     script:
         "../scripts/evaluate.py"
-
-
-rule summary:
-    input:
-        unpack(summary_inputs),
-    output:
-        "results/{domain}/summary.md",
-    log:
-        "results/logs/{domain}/summary.log",
-    conda:
-        "../envs/cpu.yaml"
-    script:
-        "../scripts/summary.py"

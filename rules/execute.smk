@@ -1,10 +1,10 @@
 rule execute:
     input:
-        "results/{domain}/iter{iteration}/{stage}.parquet",
+        "results/{run}/iter{iteration}/{stage}.parquet",
     output:
-        "results/{domain}/iter{iteration}/{stage}.exec.parquet",
+        "results/{run}/iter{iteration}/{stage}.exec.parquet",
     log:
-        "results/logs/{domain}/iter{iteration}/execute.{stage}.log",
+        "results/logs/{run}/iter{iteration}/execute.{stage}.log",
     wildcard_constraints:
         stage="samples|refinements",
     conda:

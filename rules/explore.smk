@@ -1,11 +1,11 @@
 rule explore:
     input:
-        tasks="results/{domain}/data/train.parquet",
+        tasks=lambda wildcards: f"results/{parse_run_dir(wildcards.run)[0]}/data/train.parquet",
         model=policy_for_sampling,
     output:
-        "results/{domain}/iter{iteration}/samples.parquet",
+        "results/{run}/iter{iteration}/samples.parquet",
     log:
-        "results/logs/{domain}/iter{iteration}/explore.log",
+        "results/logs/{run}/iter{iteration}/explore.log",
     conda:
         "../envs/model.yaml"
     threads: 2

@@ -1,11 +1,11 @@
 rule refine:
     input:
-        samples="results/{domain}/iter{iteration}/samples.parquet",
+        samples=explored,
         model=policy_for_sampling,
     output:
-        "results/{domain}/iter{iteration}/refinements.parquet",
+        "results/{run}/iter{iteration}/refinements.parquet",
     log:
-        "results/logs/{domain}/iter{iteration}/refine.log",
+        "results/logs/{run}/iter{iteration}/refine.log",
     conda:
         "../envs/model.yaml"
     threads: 2

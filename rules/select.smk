@@ -1,31 +1,30 @@
 rule pool:
     input:
-        previous=previous_pool,
-        samples="results/{domain}/iter{iteration}/samples.parquet",
-        samples_exec="results/{domain}/iter{iteration}/samples.exec.parquet",
-        refinements="results/{domain}/iter{iteration}/refinements.parquet",
-        refinements_exec="results/{domain}/iter{iteration}/refinements.exec.parquet",
+        unpack(pool_inputs),
     output:
-        "results/{domain}/iter{iteration}/pool.parquet",
+        "results/{run}/iter{iteration}/pool.parquet",
     log:
-        "results/logs/{domain}/iter{iteration}/pool.log",
+        "results/logs/{run}/iter{iteration}/pool.log",
     conda:
         "../envs/cpu.yaml"
+    params:
+        strategy=lambda wildcards: strategy(wildcards.run),
     script:
         "../scripts/pool.py"
 
 
 rule select:
     input:
-        "results/{domain}/iter{iteration}/pool.parquet",
+        "results/{run}/iter{iteration}/pool.parquet",
     output:
-        u1="results/{domain}/iter{iteration}/u1.parquet",
-        u2="results/{domain}/iter{iteration}/u2.parquet",
+        u1="results/{run}/iter{iteration}/u1.parquet",
+        u2="results/{run}/iter{iteration}/u2.parquet",
     log:
-        "results/logs/{domain}/iter{iteration}/select.log",
+        "results/logs/{run}/iter{iteration}/select.log",
     conda:
         "../envs/cpu.yaml"
     params:
         settings=lambda wildcards: settings(wildcards, "selection"),
+        strategy=lambda wildcards: strategy(wildcards.run),
     script:
         "../scripts/select.py"

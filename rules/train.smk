@@ -1,16 +1,17 @@
 rule train:
     input:
-        base=BASE_MODEL,
-        u1="results/{domain}/iter{iteration}/u1.parquet",
-        u2="results/{domain}/iter{iteration}/u2.parquet",
+        init=init_model,
+        u1="results/{run}/iter{iteration}/u1.parquet",
+        u2="results/{run}/iter{iteration}/u2.parquet",
     output:
-        directory("results/{domain}/iter{iteration}/checkpoint"),
+        directory("results/{run}/iter{iteration}/checkpoint"),
     log:
-        "results/logs/{domain}/iter{iteration}/train.log",
+        "results/logs/{run}/iter{iteration}/train.log",
     conda:
         "../envs/train.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: settings(wildcards, "training"),
+        settings=lambda wildcards: settings(wildcards, "training", "dpo"),
+        strategy=lambda wildcards: strategy(wildcards.run),
     script:
         "../scripts/train.py"

@@ -4,7 +4,7 @@ from envisions_flow.stages import evaluate
 with rule_job(snakemake):
     evaluate(
         snakemake.config,
-        snakemake.wildcards.domain,
+        snakemake.wildcards.run,
         int(snakemake.wildcards.iteration),
         snakemake.input.model,
         snakemake.params.testsets,

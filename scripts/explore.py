@@ -4,7 +4,7 @@ from envisions_flow.stages import explore
 with rule_job(snakemake):
     explore(
         snakemake.config,
-        snakemake.wildcards.domain,
+        snakemake.wildcards.run,
         int(snakemake.wildcards.iteration),
         snakemake.input.tasks,
         snakemake.input.model,

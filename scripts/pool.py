@@ -4,12 +4,12 @@ from envisions_flow.stages import build_pool
 with rule_job(snakemake):
     build_pool(
         snakemake.config,
-        snakemake.wildcards.domain,
+        snakemake.wildcards.run,
         int(snakemake.wildcards.iteration),
-        snakemake.input.previous or None,
+        snakemake.input.get("previous"),
         snakemake.input.samples,
         snakemake.input.samples_exec,
-        snakemake.input.refinements,
-        snakemake.input.refinements_exec,
+        snakemake.input.get("refinements"),
+        snakemake.input.get("refinements_exec"),
         snakemake.output[0],
     )

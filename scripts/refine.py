@@ -4,7 +4,7 @@ from envisions_flow.stages import refine
 with rule_job(snakemake):
     refine(
         snakemake.config,
-        snakemake.wildcards.domain,
+        snakemake.wildcards.run,
         int(snakemake.wildcards.iteration),
         snakemake.input.samples,
         snakemake.input.model,

@@ -222,3 +222,52 @@ def test_logic_domain_runs_through_selection(tmp_path: Path, base_model: Path):
     assert set(executions["b"]) <= {0, 1}
     tasks = art.read_table(workdir / "results" / "logic" / "data" / "train.parquet", art.TASKS)
     assert set(tasks["answer"]) <= {"True", "False", "Unknown"}
+
+
+@pytest.mark.slow
+def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, base_model: Path):
+    workdir = workflow_copy(tmp_path / "wf")
+    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    config = merged({"domains": {"math": {"iterations": 2}}})
+    config["runs"] = {"fewshot": {"method": "fewshot"}, "star": {"method": "star"},
+                      "sft_dpo": {"method": "sft_dpo"},
+                      "refined_eval": {"method": "envisions", "overrides": {"eval": {"self_refine": True}}}}
+    targets = ["results/math/sft_dpo/analysis.parquet", "results/math/star/iter1/u1.parquet",
+               "results/math/fewshot/summary.md", "results/math/refined_eval/iter0/eval.json"]
+    snakemake(workdir, *targets, config=config)
+    results = workdir / "results" / "math"
+
+    # Iteration-1 samples and the base model's evaluation are computed once, in the default run's place;
+    # nothing asked for refinements, so none were made.
+    assert (results / "iter1" / "samples.exec.parquet").is_file()
+    assert (results / "iter0" / "eval.json").is_file()
+    for run in ("sft_dpo", "star"):
+        assert not (results / run / "iter1" / "samples.parquet").exists()
+    assert not (results / "fewshot" / "iter0").exists() and not (results / "sft_dpo" / "iter0").exists()
+    assert not list(results.rglob("refinements.parquet"))
+
+    # STaR: no self-refinement and no pool, so its pool holds this iteration's explored samples only.
+    pool = art.read_table(results / "star" / "iter1" / "pool.parquet", art.POOL)
+    assert set(pool["origin"]) == {"explore"} and (pool["iteration"] == 1).all()
+
+    # SFT+DPO continues from its previous checkpoint; iteration 1 starts from the base model.
+    first = yaml.safe_load((results / "sft_dpo" / "iter1" / "checkpoint" / "training.json").read_text())
+    second = yaml.safe_load((results / "sft_dpo" / "iter2" / "checkpoint" / "training.json").read_text())
+    assert first["init_model"] == "results/models/base"
+    assert second["init_model"] == "results/math/sft_dpo/iter1/checkpoint"
+    assert first["l2_examples"] == second["l2_examples"] == 0
+
+    analysis = art.read_table(results / "sft_dpo" / "analysis.parquet", art.ANALYSIS)
+    base_eval = yaml.safe_load((results / "iter0" / "eval.json").read_text())
+    assert analysis["iteration"].tolist() == [0, 1, 2] and (analysis["method"] == "sft_dpo").all()
+    assert analysis["average_accuracy"].iloc[0] == base_eval["average"]
+    assert analysis["solved"].iloc[1] >= 0 and analysis["correct_unique"].notna().iloc[1:].all()
+
+    summary = (results / "fewshot" / "summary.md").read_text().splitlines()
+    assert len(summary) == 3 and summary[2].startswith("| 0 |")
+
+    refined = yaml.safe_load((results / "refined_eval" / "iter0" / "eval.json").read_text())
+    assert {"average", "average_self_refined"} <= set(refined)
+    assert all("accuracy_self_refined" in entry for entry in refined["testsets"].values())
+    predictions = art.read_table(results / "refined_eval" / "iter0" / "eval.parquet", art.EVAL)
+    assert predictions["refined_b"].notna().all() and predictions["refined_program"].notna().all()

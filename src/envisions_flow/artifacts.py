@@ -102,6 +102,39 @@ EVAL = pa.schema(
         ("value", pa.string()),
         ("b", pa.int8()),
         ("error_class", pa.string()),
+        # inference-time self-refinement (eval.self_refine): one refine pass on the prediction; null when off
+        ("refined_program", pa.string()),
+        ("refined_b", pa.int8()),
+    ]
+)
+
+# Δlog p (paper Fig. 5b): per-token log-probs of a⁺ and a⁻ of each U2 pair under a checkpoint.
+MARGINS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("rank", pa.int32()),
+        ("positive_logp", pa.float64()),
+        ("negative_logp", pa.float64()),
+        ("margin", pa.float64()),
+    ]
+)
+
+# One row per iteration of a run: accuracy, exploration (Appendix B), Δlog p and diversity.
+ANALYSIS = pa.schema(
+    [
+        ("domain", pa.string()),
+        ("run", pa.string()),
+        ("method", pa.string()),
+        ("iteration", pa.int32()),
+        ("average_accuracy", pa.float64()),
+        ("solved", pa.int32()),
+        ("newly_solved", pa.int32()),
+        ("exploratory_ability", pa.float64()),
+        ("stability", pa.float64()),
+        ("exploratory_ability_cumulative", pa.float64()),
+        ("stability_cumulative", pa.float64()),
+        ("delta_logp", pa.float64()),
+        ("correct_unique", pa.int32()),
     ]
 )
 

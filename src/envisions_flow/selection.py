@@ -8,6 +8,8 @@ import pandas as pd
 
 PAPER = "paper"
 AUTHORS = "authors"
+SELF_REWARD = "self_reward"
+RANDOM = "random"
 
 
 def choose(b: int, r: float, b_refined: int, r_refined: float) -> bool:
@@ -19,12 +21,15 @@ def choose(b: int, r: float, b_refined: int, r_refined: float) -> bool:
     return False
 
 
-def filter_trajectories(explored: pd.DataFrame, refined: pd.DataFrame, iteration: int) -> pd.DataFrame:
+def filter_trajectories(explored: pd.DataFrame, refined: pd.DataFrame | None, iteration: int) -> pd.DataFrame:
     """One trajectory T*_k per (x, k): columns of the pool schema.
 
     `explored` and `refined` hold id, sample_idx, question, answer, program,
-    b and self_reward; rows pair up on (id, sample_idx).
+    b and self_reward; rows pair up on (id, sample_idx). Without refinements
+    (methods that do not self-refine) every explored trajectory is kept.
     """
+    if refined is None:
+        refined = explored.assign(b=0, self_reward=float("-inf"))
     paired = explored.merge(refined, on=["id", "sample_idx"], suffixes=("", "_refined"), validate="one_to_one")
     keep_explored = [
         choose(int(row.b), float(row.self_reward), int(row.b_refined), float(row.self_reward_refined))
@@ -64,7 +69,18 @@ def update_pool(previous: pd.DataFrame | None, chosen: pd.DataFrame, program_key
     return pool.drop(columns="_order").reset_index(drop=True)
 
 
-def select_training_sets(pool: pd.DataFrame, n1: int, n2: int, rule: str = AUTHORS) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _ranked(pool: pd.DataFrame, ranking: str, seed: int) -> pd.DataFrame:
+    """The pool ordered per input by self-reward (best first), or at random (the w/o self-rewards ablation)."""
+    if ranking == SELF_REWARD:
+        return pool.sort_values(["id", "self_reward"], ascending=[True, False], kind="stable")
+    if ranking == RANDOM:
+        shuffled = pool.sample(frac=1.0, random_state=seed)
+        return shuffled.sort_values("id", kind="stable")
+    raise ValueError(f"strategy.ranking: must be {SELF_REWARD!r} or {RANDOM!r}, got {ranking!r}")
+
+
+def select_training_sets(pool: pd.DataFrame, n1: int, n2: int, rule: str = AUTHORS, ranking: str = SELF_REWARD,
+                         seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """U1 (positives ranked by self-reward) and U2 (negative → positive pairs), per input x.
 
     With rule="paper", |U1| = min(N1, |S+|) (Eq. 3) and the pairs of Eq. 5 use
@@ -75,8 +91,7 @@ def select_training_sets(pool: pd.DataFrame, n1: int, n2: int, rule: str = AUTHO
     if rule not in {PAPER, AUTHORS}:
         raise ValueError(f"selection.u1_rule: must be {PAPER!r} or {AUTHORS!r}, got {rule!r}")
     u1_rows, u2_rows = [], []
-    ranked = pool.sort_values(["id", "self_reward"], ascending=[True, False], kind="stable")
-    for task_id, group in ranked.groupby("id", sort=True):
+    for task_id, group in _ranked(pool, ranking, seed).groupby("id", sort=True):
         positives = group[group["b"] == 1]
         negatives = group[group["b"] != 1]
         if rule == PAPER:
@@ -88,13 +103,35 @@ def select_training_sets(pool: pd.DataFrame, n1: int, n2: int, rule: str = AUTHO
         for rank, row in enumerate(positives.head(size1).itertuples(), start=1):
             u1_rows.append({"id": task_id, "question": question, "rank": rank,
                             "positive": row.program, "self_reward": row.self_reward})
-        for rank in range(1, size2 + 1):
-            positive = positives.iloc[size1 + rank - 1]
-            negative = negatives.iloc[rank - 1]
-            u2_rows.append({"id": task_id, "question": question, "rank": rank,
-                            "positive": positive["program"], "negative": negative["program"],
-                            "positive_reward": positive["self_reward"], "negative_reward": negative["self_reward"]})
-    u1 = pd.DataFrame(u1_rows, columns=["id", "question", "rank", "positive", "self_reward"])
-    u2 = pd.DataFrame(u2_rows, columns=["id", "question", "rank", "positive", "negative",
-                                        "positive_reward", "negative_reward"])
-    return u1, u2
+        u2_rows += _pairs(task_id, question, positives.iloc[size1:size1 + size2], negatives.head(size2))
+    return _u1_frame(u1_rows), _u2_frame(u2_rows)
+
+
+def preference_pairs(pool: pd.DataFrame, n2: int, ranking: str = SELF_REWARD, seed: int = 0) -> pd.DataFrame:
+    """DPO pairs for the reinforced baselines: the j-th best positive ≻ the j-th best negative, j ≤ N2.
+
+    Unlike Eq. 5 the chosen side may also be in U1: a DPO pair needs a positive
+    and a negative for x, not a positive left over after U1.
+    """
+    rows = []
+    for task_id, group in _ranked(pool, ranking, seed).groupby("id", sort=True):
+        positives, negatives = group[group["b"] == 1], group[group["b"] != 1]
+        size = min(n2, len(positives), len(negatives))
+        rows += _pairs(task_id, group["question"].iloc[0], positives.head(size), negatives.head(size))
+    return _u2_frame(rows)
+
+
+def _pairs(task_id: str, question: str, positives: pd.DataFrame, negatives: pd.DataFrame) -> list[dict]:
+    return [{"id": task_id, "question": question, "rank": rank, "positive": positive.program,
+             "negative": negative.program, "positive_reward": positive.self_reward,
+             "negative_reward": negative.self_reward}
+            for rank, (positive, negative) in enumerate(zip(positives.itertuples(), negatives.itertuples()), start=1)]
+
+
+def _u1_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["id", "question", "rank", "positive", "self_reward"])
+
+
+def _u2_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["id", "question", "rank", "positive", "negative", "positive_reward",
+                                       "negative_reward"])

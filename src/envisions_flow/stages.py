@@ -1,7 +1,9 @@
 """One function per workflow stage: read typed artifacts, do the work, write typed artifacts.
 
 The Snakemake scripts are one-line calls into these functions, so every stage
-can also be run (and tested) from Python.
+can also be run (and tested) from Python. A stage names its run by the run's
+directory under results/ ("math" for the default ENVISIONS run, "math/star"
+for a named one); the run's strategy (runs.py) decides what the stage does.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import artifacts as art
-from .config import dataset_key, dataset_spec, domain_settings
+from .analysis import correct_unique, exploration_metrics, log_prob_margins
+from .config import dataset_key, dataset_spec
 from .datasets import load_tasks
 from .environments import Environment, Task, make_environment
 from .generation import Generation, load_backend
-from .selection import filter_trajectories, select_training_sets, update_pool
+from .runs import method_of, parse_run_dir, run_settings
+from .selection import filter_trajectories, preference_pairs, select_training_sets, update_pool
 
 log = logging.getLogger("envisions_flow")
 
@@ -29,9 +33,15 @@ def _tasks(frame: pd.DataFrame) -> list[Task]:
     return [Task(row.id, row.question, row.answer) for row in frame.itertuples()]
 
 
-def _environment(config: dict[str, Any], domain: str, dataset: str = "train") -> Environment:
-    """The domain's environment, set up for one dataset (answer type, world assumption)."""
-    return make_environment(domain, domain_settings(config, domain), dataset_spec(config, domain, dataset))
+def _settings(config: dict[str, Any], run: str) -> dict[str, Any]:
+    """The settings a run sees: its domain's, with the method's strategy and the run's overrides."""
+    return run_settings(config, *parse_run_dir(run))
+
+
+def _environment(config: dict[str, Any], run: str, dataset: str = "train") -> Environment:
+    """The run's environment, set up for one dataset (answer type, world assumption)."""
+    domain = parse_run_dir(run)[0]
+    return make_environment(domain, _settings(config, run), dataset_spec(config, domain, dataset))
 
 
 def _backend(config: dict[str, Any], model_dir: str | Path):
@@ -60,11 +70,11 @@ def prepare_data(config: dict[str, Any], domain: str, name: str, out: str | Path
     log.info("%s: %d tasks from %s", out, len(frame), spec.get("kind"))
 
 
-def explore(config: dict[str, Any], domain: str, iteration: int, tasks_path: str, model_dir: str, out: str) -> None:
+def explore(config: dict[str, Any], run: str, iteration: int, tasks_path: str, model_dir: str, out: str) -> None:
     """Self-exploration: K samples per input with their self-rewards (Steps 1 and 7)."""
-    settings = domain_settings(config, domain)
+    settings = _settings(config, run)
     tasks = art.read_table(tasks_path, art.TASKS)
-    environment = _environment(config, domain)
+    environment = _environment(config, run)
     few_shot = iteration <= int(settings["explore"]["few_shot_iterations"])
     backend = _backend(config, model_dir)
     prompts = [backend.render(environment.explore_prompt(task, few_shot)) for task in _tasks(tasks)]
@@ -80,11 +90,11 @@ def explore(config: dict[str, Any], domain: str, iteration: int, tasks_path: str
              time.monotonic() - started)
 
 
-def refine(config: dict[str, Any], domain: str, iteration: int, samples_path: str, model_dir: str, out: str) -> None:
+def refine(config: dict[str, Any], run: str, iteration: int, samples_path: str, model_dir: str, out: str) -> None:
     """Self-refinement: one refined program per sample, written from (x, a_k) (Steps 4 and 7)."""
-    settings = domain_settings(config, domain)
+    settings = _settings(config, run)
     samples = art.read_table(samples_path, art.GENERATIONS)
-    environment = _environment(config, domain)
+    environment = _environment(config, run)
     backend = _backend(config, model_dir)
     prompts = [backend.render(environment.refine_prompt(Task(row.id, row.question, row.answer), row.program))
                for row in samples.itertuples()]
@@ -96,10 +106,10 @@ def refine(config: dict[str, Any], domain: str, iteration: int, samples_path: st
     log.info("%s: %d refinements in %.0f s", out, len(rows), time.monotonic() - started)
 
 
-def execute(config: dict[str, Any], domain: str, generations_path: str, out: str) -> None:
+def execute(config: dict[str, Any], run: str, generations_path: str, out: str) -> None:
     """Run every program in the environment: binary reward b and error class (Steps 2-3 and 5-6)."""
     generations = art.read_table(generations_path, art.GENERATIONS)
-    environment = _environment(config, domain)
+    environment = _environment(config, run)
     tasks = [Task(row.id, row.question, row.answer) for row in generations.itertuples()]
     results = environment.execute(tasks, list(generations["program"]))
     rows = [{"id": row.id, "sample_idx": row.sample_idx, "b": result.b, "value": result.value,
@@ -116,74 +126,157 @@ def _judged(generations_path: str, executions_path: str) -> pd.DataFrame:
     return generations.merge(executions[["id", "sample_idx", "b"]], on=["id", "sample_idx"], validate="one_to_one")
 
 
-def build_pool(config: dict[str, Any], domain: str, iteration: int, previous_pool: str | None, samples: str,
-               samples_exec: str, refinements: str, refinements_exec: str, out: str) -> None:
-    """Eq. 2 per (x, k), then the pool of the previous iteration plus the chosen trajectories."""
-    environment = _environment(config, domain)
+def build_pool(config: dict[str, Any], run: str, iteration: int, previous_pool: str | None, samples: str,
+               samples_exec: str, refinements: str | None, refinements_exec: str | None, out: str) -> None:
+    """Eq. 2 per (x, k), then the pool of the previous iteration (when the run keeps one) plus the chosen."""
+    strategy = _settings(config, run)["strategy"]
+    environment = _environment(config, run)
     columns = ["id", "sample_idx", "question", "answer", "program", "b", "self_reward"]
-    chosen = filter_trajectories(_judged(samples, samples_exec)[columns],
-                                 _judged(refinements, refinements_exec)[columns], iteration)
-    previous = art.read_table(previous_pool, art.POOL) if previous_pool else None
+    refined = _judged(refinements, refinements_exec)[columns] if strategy["refine"] and refinements else None
+    chosen = filter_trajectories(_judged(samples, samples_exec)[columns], refined, iteration)
+    previous = art.read_table(previous_pool, art.POOL) if previous_pool and strategy["pool"] else None
     pool = update_pool(previous, chosen, environment.program_key)
     art.write_table(pool, out, art.POOL)
     log.info("%s: %d trajectories (%d positive), %d refined chosen this iteration", out, len(pool),
              int((pool["b"] == 1).sum()), int((chosen["origin"] == "refine").sum()))
 
 
-def select(config: dict[str, Any], domain: str, pool_path: str, out_u1: str, out_u2: str) -> None:
-    """U1 (Eq. 3) and U2 (Eq. 5) from the pool."""
-    selection = domain_settings(config, domain)["selection"]
+def select(config: dict[str, Any], run: str, iteration: int, pool_path: str, out_u1: str, out_u2: str) -> None:
+    """U1 (Eq. 3) and U2 (Eq. 5) from the pool; for DPO methods U2 holds the preference pairs."""
+    settings = _settings(config, run)
+    selection, strategy = settings["selection"], settings["strategy"]
     pool = art.read_table(pool_path, art.POOL)
-    u1, u2 = select_training_sets(pool, int(selection["n1"]), int(selection["n2"]), selection["u1_rule"])
+    seed = _seed(config, iteration, 3)
+    n1, n2 = int(selection["n1"]), int(selection["n2"])
+    u1, u2 = select_training_sets(pool, n1, n2, selection["u1_rule"], strategy["ranking"], seed)
+    if strategy["dpo"]:
+        u2 = preference_pairs(pool, n2, strategy["ranking"], seed)
     art.write_table(u1, out_u1, art.U1)
     art.write_table(u2, out_u2, art.U2)
     log.info("%s: %d positives for %d inputs; %s: %d pairs", out_u1, len(u1), u1["id"].nunique(), out_u2, len(u2))
 
 
-def train(config: dict[str, Any], domain: str, base_model: str, u1_path: str, u2_path: str, out: str) -> None:
-    """Train the base model from scratch on L1 + L2."""
-    from transformers import AutoTokenizer
+def train(config: dict[str, Any], run: str, iteration: int, init_model: str, u1_path: str, u2_path: str,
+          out: str) -> None:
+    """Train the run's initial model (the base model for ENVISIONS) on what its strategy learns from."""
+    from .training import _tokenizer, build_examples, build_pairs, train as run_training
 
-    from .training import build_examples, train as run_training
+    settings = _settings(config, run)
+    strategy = settings["strategy"]
+    environment = _environment(config, run)
+    tokenizer = _tokenizer(init_model)
+    u1, u2 = art.read_table(u1_path, art.U1), art.read_table(u2_path, art.U2)
+    sft = strategy["sft"] == "every" or (strategy["sft"] == "first" and iteration == 1)
+    examples = build_examples(u1 if sft else u1.iloc[0:0], u2 if sft and strategy["l2"] else u2.iloc[0:0],
+                              environment, tokenizer)
+    pairs = build_pairs(u2, environment, tokenizer) if strategy["dpo"] else []
+    metrics = run_training(init_model, examples, settings["training"], out, pairs, settings["dpo"])
+    log.info("%s: trained from %s on %d SFT examples and %d DPO pairs: %s", out, init_model, len(examples),
+             len(pairs), metrics)
 
-    settings = domain_settings(config, domain)
-    environment = _environment(config, domain)
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    examples = build_examples(art.read_table(u1_path, art.U1), art.read_table(u2_path, art.U2), environment,
-                              tokenizer)
-    metrics = run_training(base_model, examples, settings["training"], out)
-    log.info("%s: trained on %d examples: %s", out, len(examples), metrics)
 
-
-def evaluate(config: dict[str, Any], domain: str, iteration: int, model_dir: str, testsets: Sequence[str],
+def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, testsets: Sequence[str],
              test_paths: Sequence[str], out_json: str, out_parquet: str) -> None:
-    """Greedy accuracy per test set (zero-shot; few-shot for iteration 0, the untrained base model)."""
-    settings = domain_settings(config, domain)
+    """Greedy accuracy per test set (zero-shot; few-shot for iteration 0, the untrained base model).
+
+    With eval.self_refine, each prediction also gets one greedy refine pass
+    (inference-time self-refinement, paper Table 8) and both accuracies are reported.
+    """
+    settings = _settings(config, run)
+    domain = parse_run_dir(run)[0]
+    self_refine = bool(settings["eval"]["self_refine"])
+    max_new_tokens = int(settings["eval"]["max_new_tokens"])
     backend = _backend(config, model_dir)
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for name, path in zip(testsets, test_paths):
         spec = dataset_spec(config, domain, name)
-        environment = _environment(config, domain, name)
+        environment = _environment(config, run, name)
         tasks = _tasks(art.read_table(path, art.TASKS))
         prompts = [backend.render(environment.explore_prompt(task, few_shot=iteration == 0)) for task in tasks]
-        generations = backend.greedy(prompts, int(settings["eval"]["max_new_tokens"]))
+        generations = backend.greedy(prompts, max_new_tokens)
         programs = [environment.extract_program(generation.text) for generation in generations]
         results = environment.execute(tasks, programs)
-        for task, generation, program, result in zip(tasks, generations, programs, results):
+        refined_programs: list[str | None] = [None] * len(tasks)
+        refined_b: list[int | None] = [None] * len(tasks)
+        if self_refine:
+            prompts = [backend.render(environment.refine_prompt(task, program)) for task, program in zip(tasks, programs)]
+            refined_programs = [environment.extract_program(generation.text)
+                                for generation in backend.greedy(prompts, max_new_tokens)]
+            refined_b = [result.b for result in environment.execute(tasks, refined_programs)]
+        for task, generation, program, result, refined, b_refined in zip(tasks, generations, programs, results,
+                                                                           refined_programs, refined_b):
             rows.append({"testset": name, "id": task.id, "question": task.question, "answer": task.answer,
                          "completion": generation.text, "program": program, "value": result.value, "b": result.b,
-                         "error_class": result.error_class})
+                         "error_class": result.error_class, "refined_program": refined, "refined_b": b_refined})
         classes = Counter(result.error_class or "correct" for result in results)
         executable = sum(result.error_class in {"", "wrong_answer", "no_answer"} for result in results)
         summary[name] = {"accuracy": sum(result.b for result in results) / len(results), "n": len(results),
                          "correct": sum(result.b for result in results), "executable_rate": executable / len(results),
                          "held_in": bool(spec.get("held_in", True)), "outcomes": dict(classes)}
+        if self_refine:
+            summary[name]["accuracy_self_refined"] = sum(refined_b) / len(results)
         log.info("%s %s: accuracy %.3f on %d", out_json, name, summary[name]["accuracy"], len(results))
     art.write_table(rows, out_parquet, art.EVAL)
-    accuracies = [entry["accuracy"] for entry in summary.values()]
-    art.write_json({"domain": domain, "iteration": iteration, "model": str(model_dir), "testsets": summary,
-                    "average": sum(accuracies) / len(accuracies)}, out_json)
+    domain_, run_name = parse_run_dir(run)
+    report: dict[str, Any] = {"domain": domain_, "run": run_name, "method": method_of(config, run_name),
+                              "iteration": iteration, "model": str(model_dir), "testsets": summary,
+                              "average": _mean([entry["accuracy"] for entry in summary.values()])}
+    if self_refine:
+        report["average_self_refined"] = _mean([entry["accuracy_self_refined"] for entry in summary.values()])
+    art.write_json(report, out_json)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def margins(config: dict[str, Any], run: str, model_dir: str, u2_path: str, out: str) -> None:
+    """Δlog p of the iteration's U2 pairs under its trained checkpoint (paper Fig. 5b)."""
+    frame = log_prob_margins(model_dir, art.read_table(u2_path, art.U2), _environment(config, run))
+    art.write_table(frame, out, art.MARGINS)
+    log.info("%s: mean Δlog p %.4f over %d pairs", out, frame["margin"].mean() if len(frame) else float("nan"),
+             len(frame))
+
+
+def _iteration_of(path: str | Path) -> int:
+    return int(Path(path).parent.name.removeprefix("iter"))
+
+
+def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_paths: Sequence[str],
+            pool_paths: Sequence[str], margin_paths: Sequence[str], out: str) -> None:
+    """One row per iteration: accuracy, solved/newly solved, EA/STB, Δlog p, correct-and-unique trajectories.
+
+    `exec_paths` are the execution results of each iteration (samples, and
+    refinements when the run refines; possibly read from another run's directory
+    where shared); iteration 0 (the base model) has accuracy only.
+    """
+    domain, run_name = parse_run_dir(run)
+    solved: dict[int, set[str]] = {}
+    for path in exec_paths:
+        judged = art.read_table(path, art.EXECUTIONS)
+        solved.setdefault(_iteration_of(path), set()).update(judged.loc[judged["b"] == 1, "id"])
+    pools = {_iteration_of(path): path for path in pool_paths}
+    pair_margins = {_iteration_of(path): path for path in margin_paths}
+    exploration = exploration_metrics(solved).set_index("iteration") if solved else pd.DataFrame()
+    rows = []
+    for path in eval_paths:
+        iteration = _iteration_of(path)
+        row: dict[str, Any] = {"domain": domain, "run": run_name, "method": method_of(config, run_name),
+                               "iteration": iteration,
+                               "average_accuracy": json.loads(Path(path).read_text())["average"],
+                               "solved": None, "newly_solved": None, "exploratory_ability": None,
+                               "stability": None, "exploratory_ability_cumulative": None,
+                               "stability_cumulative": None, "delta_logp": None, "correct_unique": None}
+        if iteration in solved:
+            row.update(exploration.loc[iteration].to_dict())
+            row["correct_unique"] = correct_unique(art.read_table(pools[iteration], art.POOL))
+            pairs = art.read_table(pair_margins[iteration], art.MARGINS)
+            row["delta_logp"] = float(pairs["margin"].mean()) if len(pairs) else None
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    art.write_table(frame, out, art.ANALYSIS)
+    log.info("%s:\n%s", out, frame.to_string(index=False))
 
 
 def summarize(eval_paths: Sequence[str], pool_paths: Sequence[str], out_md: str) -> None:
@@ -191,12 +284,13 @@ def summarize(eval_paths: Sequence[str], pool_paths: Sequence[str], out_md: str)
     pools = {}
     for path in pool_paths:
         pool = art.read_table(path, art.POOL)
-        pools[int(Path(path).parent.name.removeprefix("iter"))] = (len(pool), int((pool["b"] == 1).sum()))
+        pools[_iteration_of(path)] = (len(pool), int((pool["b"] == 1).sum()))
     evals = [json.loads(Path(path).read_text()) for path in eval_paths]
     names = list(evals[0]["testsets"]) if evals else []
     lines = ["| iteration | " + " | ".join(names) + " | average | pool size | pool positives |",
              "|---" * (len(names) + 4) + "|"]
-    for entry in sorted(evals, key=lambda e: e["iteration"]):
+    for path, entry in sorted(zip(eval_paths, evals), key=lambda pair: _iteration_of(pair[0])):
+        entry = {**entry, "iteration": _iteration_of(path)}
         size, positives = pools.get(entry["iteration"], ("—", "—"))
         cells = [f"{100 * entry['testsets'][name]['accuracy']:.1f}" for name in names]
         lines.append(f"| {entry['iteration']} | " + " | ".join(cells) + f" | {100 * entry['average']:.1f} | "

@@ -1,4 +1,4 @@
-"""Training the policy on L1 + L2 (paper Eq. 4 and 6) with TRL's SFTTrainer.
+"""Training the policy on L1 + L2 (paper Eq. 4 and 6) with TRL's SFTTrainer, and DPO for the baselines.
 
 Both losses are plain next-token loss on the positive program a⁺; they differ
 only in the prompt: U1 examples use the zero-shot prompt for x, U2 examples the
@@ -34,66 +34,117 @@ def build_examples(u1: pd.DataFrame, u2: pd.DataFrame, environment: Environment,
     return examples
 
 
+def build_pairs(pairs: pd.DataFrame, environment: Environment, tokenizer) -> list[dict[str, str]]:
+    """Preference examples for DPO: the zero-shot prompt for x, a⁺ chosen, a⁻ rejected."""
+    examples = []
+    for row in pairs.itertuples():
+        prompt = render_chat(tokenizer, environment.explore_prompt(Task(row.id, row.question, ""), few_shot=False))
+        examples.append({"prompt": prompt, "chosen": environment.render_solution(row.positive),
+                         "rejected": environment.render_solution(row.negative)})
+    return examples
+
+
+def _trainer_arguments(settings: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Arguments shared by the SFT and DPO trainers (batch, schedule, precision, seeds)."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    per_device = int(settings["per_device_batch_size"])
+    devices = max(1, torch.cuda.device_count()) if on_gpu else 1
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": float(settings["epochs"]),
+        "learning_rate": float(settings["learning_rate"]),
+        "lr_scheduler_type": settings["lr_scheduler"],
+        "warmup_steps": float(settings["warmup_ratio"]),  # a float below 1 is a ratio of all steps
+        "weight_decay": float(settings["weight_decay"]),
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": max(1, int(settings["effective_batch_size"]) // (per_device * devices)),
+        "max_length": int(settings["max_length"]),
+        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "gradient_checkpointing": bool(settings.get("gradient_checkpointing", False)),
+        "deepspeed": settings.get("deepspeed_config") or None,
+        "seed": int(settings["seed"]),
+        "data_seed": int(settings["seed"]),
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "dataset_num_proc": None,
+    }
+
+
+def _tokenizer(model: str | Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def make_trainer(base_model: str | Path, examples: list[dict[str, str]], settings: dict[str, Any], output_dir: Path):
     """An SFTTrainer over prompt/completion examples with prompt tokens masked."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    on_gpu = torch.cuda.is_available()
-    per_device = int(settings["per_device_batch_size"])
-    devices = max(1, torch.cuda.device_count()) if on_gpu else 1
-    accumulation = max(1, int(settings["effective_batch_size"]) // (per_device * devices))
-    config = SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=float(settings["epochs"]),
-        learning_rate=float(settings["learning_rate"]),
-        lr_scheduler_type=settings["lr_scheduler"],
-        warmup_steps=float(settings["warmup_ratio"]),  # a float below 1 is a ratio of all steps
-        weight_decay=float(settings["weight_decay"]),
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation,
-        max_length=int(settings["max_length"]),
-        completion_only_loss=True,
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
-        gradient_checkpointing=bool(settings.get("gradient_checkpointing", False)),
-        deepspeed=settings.get("deepspeed_config") or None,
-        seed=int(settings["seed"]),
-        data_seed=int(settings["seed"]),
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        dataset_num_proc=None,
-        train_sampling_strategy="group_by_length",  # less padding per batch
-    )
+    config = SFTConfig(**_trainer_arguments(settings, output_dir), completion_only_loss=True,
+                       train_sampling_strategy="group_by_length")  # less padding per batch
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if config.bf16 else torch.float32)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=_tokenizer(base_model))
 
 
-def train(base_model: str | Path, examples: list[dict[str, str]], settings: dict[str, Any], out_dir: str | Path) -> dict:
-    """Train a fresh copy of the base model and save it, with `training.json`, to `out_dir` (atomically)."""
+def make_dpo_trainer(sft_model: str | Path, pairs: list[dict[str, str]], settings: dict[str, Any],
+                     dpo: dict[str, Any], output_dir: Path):
+    """A DPOTrainer whose policy and reference both start from `sft_model` (the reference stays frozen)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    arguments = _trainer_arguments(settings, output_dir)
+    arguments.update({"learning_rate": float(dpo["learning_rate"]), "warmup_steps": float(dpo["warmup_ratio"]),
+                      "num_train_epochs": float(dpo.get("epochs") or settings["epochs"])})
+    config = DPOConfig(**arguments, beta=float(dpo["beta"]),
+                       model_init_kwargs={"dtype": "bfloat16" if arguments["bf16"] else "float32"})
+    return DPOTrainer(model=str(sft_model), args=config, train_dataset=Dataset.from_list(pairs),
+                      processing_class=_tokenizer(sft_model))
+
+
+def _save(trainer, out_dir: Path) -> dict[str, Any]:
+    result = trainer.train()
+    trainer.save_model(str(out_dir))
+    trainer.processing_class.save_pretrained(str(out_dir))
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    return result.metrics
+
+
+def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict[str, Any], out_dir: str | Path,
+          pairs: list[dict[str, str]] = (), dpo: dict[str, Any] | None = None) -> dict:
+    """Fine-tune `init_model` on `examples` (SFT), then on `pairs` (DPO) when given; save to `out_dir` atomically.
+
+    ENVISIONS passes the base model and no pairs: the policy is trained from
+    scratch each iteration. With nothing to learn from, the checkpoint is a copy
+    of `init_model`, so every iteration has a self-contained policy.
+    """
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    if not examples:
-        # Nothing was solved: the policy of this iteration is the base model itself, copied so the
-        # checkpoint is self-contained.
-        shutil.copytree(base_model, staging)
-        metrics = {"train_examples": 0, "note": "no positive trajectories; base model copied"}
-    else:
-        trainer = make_trainer(base_model, examples, settings, staging / "trainer")
-        result = trainer.train()
-        trainer.save_model(str(staging))
-        trainer.processing_class.save_pretrained(str(staging))
-        shutil.rmtree(staging / "trainer", ignore_errors=True)
-        metrics = {"train_examples": len(examples), **result.metrics}
-    metrics.update({"l1_examples": sum(e["loss"] == "L1" for e in examples),
-                    "l2_examples": sum(e["loss"] == "L2" for e in examples)})
+    metrics: dict[str, Any] = {"init_model": str(init_model), "train_examples": len(examples),
+                               "l1_examples": sum(e["loss"] == "L1" for e in examples),
+                               "l2_examples": sum(e["loss"] == "L2" for e in examples), "dpo_pairs": len(pairs)}
+    current = Path(init_model)
+    if examples:
+        sft_dir = staging / "sft" if pairs else staging
+        metrics["sft"] = _save(make_trainer(current, examples, settings, sft_dir / "trainer"), sft_dir)
+        current = sft_dir
+    if pairs:
+        metrics["dpo"] = _save(make_dpo_trainer(current, list(pairs), settings, dpo or {}, staging / "trainer"),
+                               staging)
+        shutil.rmtree(staging / "sft", ignore_errors=True)
+    elif not examples:
+        shutil.copytree(init_model, staging)
+        metrics["note"] = "nothing to train on; initial model copied"
     write_json(metrics, staging / "training.json")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)

@@ -1,0 +1,152 @@
+"""Named runs: ENVISIONS, its baselines and ablations as strategies of one pipeline.
+
+A run is a method (a preset of the `strategy` block) plus overrides of a domain's
+settings. Its artifacts live under `results/{domain}/{name}/` (the default
+ENVISIONS run under `results/{domain}/`). Every stage reads the strategy, so a
+baseline is a different choice at a few points of the same pipeline, never a
+copy of it:
+
+- refine:  run self-refinement (Steps 4-6) and keep the better of (a, ã) (Eq. 2)
+- pool:    accumulate trajectories across iterations (long-term memory)
+- ranking: order positives by self-reward, or at random (w/o self-rewards)
+- l2:      train on U2 pairs with the refine prompt (the RL-free loss L2)
+- sft:     supervised fine-tuning on U1 every iteration, only at the first, or never
+- dpo:     DPO on (a⁺, a⁻) pairs after SFT, the SFT model as the reference
+- init:    train from the base model each iteration, or continue the previous checkpoint
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Iterator
+
+from .config import ConfigError, domain_settings
+
+DEFAULT_RUN = "envisions"
+
+ENVISIONS = {"refine": True, "pool": True, "ranking": "self_reward", "l2": True, "sft": "every", "dpo": False,
+             "init": "base"}
+
+# Each method is ENVISIONS with the strategy keys it changes (paper Section 4.2, Table 3, Appendix C.9).
+METHODS: dict[str, dict[str, Any]] = {
+    "envisions": {},
+    # the base model with the few-shot prompt: iteration 0 only
+    "fewshot": {},
+    # STaR + Env.: behaviour cloning on this iteration's positives, from the base model
+    "star": {"refine": False, "pool": False, "ranking": "random", "l2": False},
+    # iterative SFT+DPO: SFT on positives, then DPO on pairs, continuing the previous checkpoint
+    "sft_dpo": {"refine": False, "l2": False, "dpo": True, "init": "previous"},
+    # ETO: behaviour cloning once, then DPO on (success, failure) pairs from each exploration
+    "eto": {"refine": False, "l2": False, "sft": "first", "dpo": True, "init": "previous"},
+    # Table 3 ablations
+    "no_refine": {"refine": False, "l2": False},
+    "no_self_reward": {"ranking": "random"},
+    "no_pool": {"pool": False},
+    "no_l2": {"l2": False},
+}
+
+
+def method_strategy(method: str) -> dict[str, Any]:
+    """The full strategy block of a method."""
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r} is not implemented (available: {', '.join(sorted(METHODS))})")
+    return {**ENVISIONS, **METHODS[method]}
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` merged in, nested mappings key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def run_dir(domain: str, run: str) -> str:
+    """Where a run's artifacts live, relative to results/."""
+    return domain if run == DEFAULT_RUN else f"{domain}/{run}"
+
+
+def parse_run_dir(path: str) -> tuple[str, str]:
+    """(domain, run) of a run directory written by `run_dir`."""
+    domain, _, run = path.partition("/")
+    return domain, run or DEFAULT_RUN
+
+
+def runs_of(config: dict[str, Any], domain: str) -> list[str]:
+    """The runs configured for a domain, the default ENVISIONS run first."""
+    names = [DEFAULT_RUN]
+    for name, run in (config.get("runs") or {}).items():
+        if domain in run.get("domains", config["domains"]):
+            names.append(name)
+    return names
+
+
+def all_run_dirs(config: dict[str, Any]) -> Iterator[str]:
+    for domain in config["domains"]:
+        for run in runs_of(config, domain):
+            yield run_dir(domain, run)
+
+
+def method_of(config: dict[str, Any], run: str) -> str:
+    return "envisions" if run == DEFAULT_RUN else config["runs"][run]["method"]
+
+
+def run_settings(config: dict[str, Any], domain: str, run: str) -> dict[str, Any]:
+    """A domain's settings as this run sees them: method strategy, then the run's overrides.
+
+    The domain's own `strategy` block applies to the default run only; a named run
+    starts from its method's preset, so `method: star` always means STaR.
+    """
+    settings = domain_settings(config, domain)
+    if run == DEFAULT_RUN:
+        return {**settings, "strategy": {**ENVISIONS, **settings.get("strategy", {})}}
+    if run not in (config.get("runs") or {}):
+        raise ConfigError(f"runs.{run}: run is not configured")
+    spec = config["runs"][run]
+    merged = deep_merge({**settings, "strategy": method_strategy(spec["method"])}, spec.get("overrides") or {})
+    if spec["method"] == "fewshot":
+        merged["iterations"] = 0
+    return merged
+
+
+def check_runs(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Validate every run's merged settings against the domain schema (overrides are free-form until merged)."""
+    import jsonschema
+
+    domain_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/domain"}
+    for name, spec in (config.get("runs") or {}).items():
+        unknown = set(spec.get("domains", [])) - set(config["domains"])
+        if unknown:
+            raise ConfigError(f"runs.{name}.domains: {sorted(unknown)} are not configured domains")
+        for domain in spec.get("domains", config["domains"]):
+            merged = deep_merge(domain_settings(config, domain), spec.get("overrides") or {})
+            try:
+                jsonschema.validate(merged, domain_schema)
+            except jsonschema.ValidationError as error:
+                where = ".".join(str(part) for part in error.absolute_path)
+                raise ConfigError(f"runs.{name}.overrides.{where}: {error.message}") from None
+
+
+def shared_run_dir(config: dict[str, Any], domain: str, run: str, keys: tuple[str, ...],
+                   strategy_keys: tuple[str, ...] = ()) -> str:
+    """The first run whose settings under `keys` (and strategy flags) equal this run's.
+
+    Runs that would compute the same artifact from the same inputs read it from
+    one place: the few-shot samples of iteration 1, its refinements, and the
+    evaluation of the base model at iteration 0.
+    """
+    def signature(name: str) -> str:
+        settings = run_settings(config, domain, name)
+        picked = {key: settings.get(key) for key in keys}
+        picked["strategy"] = {key: settings["strategy"][key] for key in strategy_keys}
+        return json.dumps(picked, sort_keys=True, default=str)
+
+    own = signature(run)
+    for name in runs_of(config, domain):
+        if signature(name) == own:
+            return run_dir(domain, name)
+    return run_dir(domain, run)
