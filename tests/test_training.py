@@ -1,4 +1,4 @@
-"""Training on L1 + L2: prompt tokens are masked, the completion (with EOS) is learned."""
+"""Training on L1 + L2: prompt tokens are masked, the completion (with EOS) is learned; DPO for the baselines."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
-from envisions_flow.training import build_examples, make_trainer, train
+from envisions_flow.generation import render_chat, sequence_logprob
+from envisions_flow.training import build_examples, build_pairs, make_dpo_trainer, make_trainer, train
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +72,43 @@ def test_no_examples_copies_the_base_model(base_model, tmp_path):
     metrics = train(base_model, [], SETTINGS, tmp_path / "checkpoint")
     assert metrics["train_examples"] == 0
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
+
+
+DPO = {"learning_rate": 2e-5, "warmup_ratio": 0.0, "beta": 0.1, "epochs": 3}
+
+
+def _margin(model_dir, pair) -> float:
+    """log p(chosen | prompt) - log p(rejected | prompt), summed over tokens, as DPO's implicit reward sees it."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+
+    def logprob(text):
+        return sequence_logprob(model, tokenizer, pair["prompt"], tokenizer(text + tokenizer.eos_token,
+                                                                              add_special_tokens=False)["input_ids"])
+    return logprob(pair["chosen"]) - logprob(pair["rejected"])
+
+
+def test_dpo_starts_at_log_2_and_widens_the_margin(base_model, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    pairs = build_pairs(U2, MathEnvironment(), tokenizer)
+    assert "return 3 + 4" in pairs[0]["chosen"] and "return 3 - 4" in pairs[0]["rejected"]
+    zero_shot = MathEnvironment().explore_prompt(Task("a", U2["question"][0], ""), few_shot=False)
+    assert pairs[0]["prompt"] == render_chat(tokenizer, zero_shot)
+    trainer = make_dpo_trainer(base_model, pairs * 4, SETTINGS, DPO, tmp_path / "trainer")
+    trainer.train()
+    first = trainer.state.log_history[0]
+    # the policy starts as the reference (the model passed in): every pair's DPO loss is -log sigmoid(0) = log 2
+    assert abs(first["loss"] - 0.693147) < 1e-3
+    trainer.save_model(str(tmp_path / "dpo"))
+    assert _margin(tmp_path / "dpo", pairs[0]) > _margin(base_model, pairs[0]) + 0.5
+
+
+def test_sft_then_dpo_uses_the_sft_model_as_reference(base_model, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    examples = build_examples(U1, U2.iloc[0:0], MathEnvironment(), tokenizer)
+    pairs = build_pairs(U2, MathEnvironment(), tokenizer)
+    metrics = train(base_model, examples * 2, SETTINGS, tmp_path / "checkpoint", pairs * 2, DPO)
+    assert metrics["l1_examples"] == 2 and metrics["l2_examples"] == 0 and metrics["dpo_pairs"] == 2
+    assert "sft" in metrics and "dpo" in metrics
+    assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoint" / "sft").exists() and not (tmp_path / "checkpoint.partial").exists()

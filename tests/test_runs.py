@@ -1,0 +1,162 @@
+"""Named runs: method strategies, settings merging, artifact sharing and the analysis metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from envisions_flow.analysis import correct_unique, exploration_metrics
+from envisions_flow.config import ConfigError
+from envisions_flow.runs import (
+    DEFAULT_RUN,
+    ENVISIONS,
+    METHODS,
+    check_runs,
+    method_strategy,
+    parse_run_dir,
+    run_dir,
+    run_settings,
+    runs_of,
+    shared_run_dir,
+)
+from envisions_flow.selection import (
+    filter_trajectories,
+    preference_pairs,
+    select_training_sets,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(runs: dict) -> dict:
+    domain = {"iterations": 3, "train": {"kind": "generated"}, "testsets": {"t": {"kind": "generated"}},
+              "explore": {"k": 5, "max_new_tokens": 64, "few_shot_iterations": 1}, "refine": {"max_new_tokens": 64},
+              "eval": {"max_new_tokens": 64, "self_refine": False}, "execution": {"timeout_s": 2},
+              "selection": {"n1": 10, "n2": 2, "u1_rule": "authors"}}
+    return {"domains": {"math": domain, "logic": dict(domain)}, "runs": runs}
+
+
+def test_methods_differ_from_envisions_only_where_the_paper_says():
+    assert method_strategy("envisions") == ENVISIONS
+    assert method_strategy("star") == {**ENVISIONS, "refine": False, "pool": False, "ranking": "random", "l2": False}
+    assert method_strategy("sft_dpo") == {**ENVISIONS, "refine": False, "l2": False, "dpo": True, "init": "previous"}
+    assert method_strategy("eto")["sft"] == "first" and method_strategy("eto")["dpo"]
+    assert method_strategy("no_refine") == {**ENVISIONS, "refine": False, "l2": False}
+    assert method_strategy("no_self_reward") == {**ENVISIONS, "ranking": "random"}
+    assert method_strategy("no_pool") == {**ENVISIONS, "pool": False}
+    assert method_strategy("no_l2") == {**ENVISIONS, "l2": False}
+    with pytest.raises(ConfigError, match="method 'rlhf' is not implemented"):
+        method_strategy("rlhf")
+
+
+def test_schema_lists_exactly_the_implemented_methods():
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    assert set(schema["$defs"]["run"]["properties"]["method"]["enum"]) == set(METHODS)
+
+
+def test_overrides_are_merged_into_the_method_preset():
+    config = _config({"k10": {"method": "envisions", "overrides": {"explore": {"k": 10}}},
+                      "continual": {"method": "envisions", "overrides": {"strategy": {"init": "previous"}}},
+                      "fewshot": {"method": "fewshot", "domains": ["math"]}})
+    k10 = run_settings(config, "math", "k10")
+    assert k10["explore"] == {"k": 10, "max_new_tokens": 64, "few_shot_iterations": 1}
+    assert config["domains"]["math"]["explore"]["k"] == 5  # the domain block itself is untouched
+    assert run_settings(config, "math", "continual")["strategy"] == {**ENVISIONS, "init": "previous"}
+    assert run_settings(config, "math", "fewshot")["iterations"] == 0
+    assert runs_of(config, "math") == [DEFAULT_RUN, "k10", "continual", "fewshot"]
+    assert runs_of(config, "logic") == [DEFAULT_RUN, "k10", "continual"]
+    assert run_dir("math", DEFAULT_RUN) == "math" and run_dir("math", "k10") == "math/k10"
+    assert parse_run_dir("math") == ("math", DEFAULT_RUN) and parse_run_dir("math/k10") == ("math", "k10")
+
+
+def test_bad_overrides_are_named():
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    config = _config({"k_bad": {"method": "envisions", "overrides": {"explore": {"k": 0}}}})
+    with pytest.raises(ConfigError, match=r"runs\.k_bad\.overrides\.explore\.k: 0 is less than the minimum of 1"):
+        check_runs(config, schema)
+    config = _config({"odd": {"method": "star", "domains": ["web"]}})
+    with pytest.raises(ConfigError, match=r"runs\.odd\.domains: \['web'\] are not configured"):
+        check_runs(config, schema)
+
+
+def test_artifacts_are_shared_only_between_runs_with_equal_settings():
+    config = _config({"star": {"method": "star"}, "no_l2": {"method": "no_l2"},
+                      "k10": {"method": "envisions", "overrides": {"explore": {"k": 10}}},
+                      "k10_star": {"method": "star", "overrides": {"explore": {"k": 10}}},
+                      "refined_eval": {"method": "envisions", "overrides": {"eval": {"self_refine": True}}}})
+    samples = (("train", "explore"), ())
+    refinements = (("train", "explore", "refine"), ("refine",))
+    evaluation = (("testsets", "eval", "execution"), ())
+    assert shared_run_dir(config, "math", "star", *samples) == "math"
+    assert shared_run_dir(config, "math", "k10", *samples) == "math/k10"
+    assert shared_run_dir(config, "math", "k10_star", *samples) == "math/k10"
+    assert shared_run_dir(config, "math", "no_l2", *refinements) == "math"
+    assert shared_run_dir(config, "math", "star", *refinements) == "math/star"  # STaR makes none
+    assert shared_run_dir(config, "math", "star", *evaluation) == "math"
+    assert shared_run_dir(config, "math", "refined_eval", *evaluation) == "math/refined_eval"
+
+
+def _pool(rows):
+    frame = pd.DataFrame(rows, columns=["id", "program", "b", "self_reward"])
+    frame["question"], frame["answer"], frame["origin"], frame["iteration"], frame["sample_idx"] = "Q", "1", "explore", 1, 0
+    frame["program_key"] = frame["program"]
+    return frame
+
+
+POOL = _pool([("x", "p1", 1, -0.1), ("x", "p2", 1, -0.2), ("x", "p3", 1, -0.3), ("x", "p4", 1, -0.4),
+              ("x", "n1", 0, -0.15), ("x", "n2", 0, -0.25), ("y", "q1", 1, -0.5), ("y", "m1", 0, -0.1)])
+
+
+def test_random_ranking_ignores_self_reward_but_is_seeded():
+    by_reward, _ = select_training_sets(POOL, n1=2, n2=0, rule="paper")
+    assert by_reward[by_reward["id"] == "x"]["positive"].tolist() == ["p1", "p2"]
+    draws = {tuple(select_training_sets(POOL, 2, 0, "paper", "random", seed)[0]["positive"]) for seed in range(20)}
+    assert len(draws) > 1  # the order is not the self-reward's
+    first = select_training_sets(POOL, 2, 0, "paper", "random", 7)[0]
+    assert first.equals(select_training_sets(POOL, 2, 0, "paper", "random", 7)[0])
+    with pytest.raises(ValueError, match="strategy.ranking"):
+        select_training_sets(POOL, 2, 0, "paper", "best")
+
+
+def test_dpo_pairs_take_the_best_positive_even_when_it_is_in_u1():
+    pairs = preference_pairs(POOL, n2=2)
+    assert pairs[["id", "positive", "negative"]].values.tolist() == [
+        ["x", "p1", "n1"], ["x", "p2", "n2"], ["y", "q1", "m1"]]
+    # Eq. 5 (authors' rule, N1=10) pairs only the positives left after U1: x keeps one, y none
+    _, u2 = select_training_sets(POOL, n1=10, n2=2)
+    assert u2[["id", "positive", "negative"]].values.tolist() == [["x", "p4", "n1"]]
+
+
+def test_without_refinement_every_explored_trajectory_is_kept():
+    explored = pd.DataFrame({"id": ["x", "x"], "sample_idx": [0, 1], "question": "Q", "answer": "1",
+                             "program": ["a", "b"], "b": [0, 1], "self_reward": [-0.2, -0.9]})
+    chosen = filter_trajectories(explored, None, iteration=2)
+    assert chosen["program"].tolist() == ["a", "b"] and chosen["b"].tolist() == [0, 1]
+    assert chosen["self_reward"].tolist() == [-0.2, -0.9] and set(chosen["origin"]) == {"explore"}
+
+
+def test_exploration_and_stability_match_the_worked_example_of_appendix_b():
+    first = {f"q{i}" for i in range(1000)}
+    second = {f"q{i}" for i in range(200, 1000)} | {f"q{i}" for i in range(1000, 1400)}
+    assert len(second) == 1200
+    metrics = exploration_metrics({1: first, 2: second}).set_index("iteration")
+    assert metrics.loc[2, "exploratory_ability"] == pytest.approx(0.4)
+    assert metrics.loc[2, "stability"] == pytest.approx(0.8)
+    assert metrics.loc[2, "newly_solved"] == 400 and metrics.loc[1, "solved"] == 1000
+    assert math.isnan(metrics.loc[1, "exploratory_ability"])
+
+
+def test_exploration_metrics_accumulate_over_iterations():
+    metrics = exploration_metrics({1: {"a", "b"}, 2: {"a", "c"}, 3: {"d"}}).set_index("iteration")
+    # iteration 2: earlier {a, b}: new {c} -> 1/2, kept {a} -> 1/2; iteration 3: earlier {a, b, c}: new {d} -> 1/3
+    assert metrics.loc[3, "exploratory_ability_cumulative"] == pytest.approx(1 / 2 + 1 / 3)
+    assert metrics.loc[3, "stability_cumulative"] == pytest.approx(1 / 2)
+
+
+def test_correct_unique_counts_distinct_correct_programs_per_input():
+    pool = _pool([("x", "p1", 1, -0.1), ("x", "p1", 1, -0.2), ("y", "p1", 1, -0.3), ("y", "n", 0, -0.1)])
+    assert correct_unique(pool) == 2
