@@ -54,10 +54,13 @@ def strategy(run):
 # What an artifact depends on beyond the base model, for sharing it between runs:
 # iteration 1 samples and refinements, and the base model's evaluation (iteration 0).
 SHARED = {
-    "samples": (("train", "explore"), ()),
-    "samples.exec": (("train", "explore", "execution"), ()),
-    "refinements": (("train", "explore", "refine"), ("refine",)),
-    "refinements.exec": (("train", "explore", "refine", "execution"), ("refine",)),
+    "samples": (("train", "explore", "teacher"), ("explorer",)),
+    "samples.exec": (("train", "explore", "teacher", "execution"), ("explorer",)),
+    "refinements": (("train", "explore", "teacher", "refine"), ("refine", "explorer")),
+    "refinements.exec": (
+        ("train", "explore", "teacher", "refine", "execution"),
+        ("refine", "explorer"),
+    ),
     "eval": (("testsets", "eval", "execution"), ()),
 }
 
@@ -72,6 +75,12 @@ def artifact(run, iteration, name, extension="parquet"):
         domain, run_name = parse_run_dir(run)
         run = shared_run_dir(config, domain, run_name, *SHARED[name])
     return f"results/{run}/iter{iteration}/{name}.{extension}"
+
+
+def explore_params(wildcards):
+    """Explore settings, and the teacher's for runs whose samples come from a teacher endpoint."""
+    teacher = strategy(wildcards.run)["explorer"] == "teacher"
+    return settings(wildcards, "explore", *(["teacher"] if teacher else []))
 
 
 def checkpoint(run, iteration):

@@ -10,7 +10,7 @@ rule explore:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: settings(wildcards, "explore"),
+        settings=explore_params,
         generation=config["generation"],
     script:
         "../scripts/explore.py"

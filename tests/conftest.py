@@ -22,3 +22,58 @@ def backend(base_model):
     from envisions_flow.generation import TransformersBackend
 
     return TransformersBackend(base_model, batch_size=8, progress=False)
+
+
+@pytest.fixture(scope="session")
+def teacher_server(backend):
+    """A real OpenAI-compatible chat endpoint on loopback, answering with the embedded model.
+
+    It stands in for GPT-4 / Claude (no outside network here): the client, caching
+    and the distill run talk HTTP to it exactly as to a hosted teacher.
+    """
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lock = threading.Lock()
+    served = {"requests": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _reply(self, status: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path != "/v1/chat/completions" or body["model"] != "smollm2":
+                self._reply(404, {"error": {"message": f"model {body['model']!r} not found", "type": "not_found"}})
+                return
+            with lock:  # one model, one request at a time
+                served["requests"] += 1
+                prompt = backend.render(body["messages"])
+                if body.get("temperature", 1.0) == 0:
+                    generations = backend.greedy([prompt], body["max_tokens"])
+                else:
+                    generations = backend.sample([prompt], body.get("n", 1), body["max_tokens"],
+                                                 body.get("seed") or 0)[0]
+            choices = [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": g.text},
+                        "logprobs": {"content": [{"token": str(t), "logprob": g.logprob_sum / max(1, g.n_tokens),
+                                                  "bytes": None, "top_logprobs": []} for t in g.token_ids]}}
+                       for i, g in enumerate(generations)]
+            tokens = sum(g.n_tokens for g in generations)
+            self._reply(200, {"id": "local", "object": "chat.completion", "created": 0, "model": body["model"],
+                              "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": tokens,
+                                                            "total_tokens": tokens}})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"base_url": f"http://127.0.0.1:{server.server_port}/v1", "model": "smollm2", "served": served}
+    server.shutdown()

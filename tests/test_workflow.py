@@ -225,15 +225,18 @@ def test_logic_domain_runs_through_selection(tmp_path: Path, base_model: Path):
 
 
 @pytest.mark.slow
-def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, base_model: Path):
+def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, base_model: Path, teacher_server):
     workdir = workflow_copy(tmp_path / "wf")
     shutil.copytree(base_model, workdir / "results" / "models" / "base")
     config = merged({"domains": {"math": {"iterations": 2}}})
+    teacher = {"base_url": teacher_server["base_url"], "model": teacher_server["model"]}
     config["runs"] = {"fewshot": {"method": "fewshot"}, "star": {"method": "star"},
                       "sft_dpo": {"method": "sft_dpo"},
-                      "refined_eval": {"method": "envisions", "overrides": {"eval": {"self_refine": True}}}}
+                      "refined_eval": {"method": "envisions", "overrides": {"eval": {"self_refine": True}}},
+                      "distill": {"method": "distill", "overrides": {"teacher": teacher}}}
     targets = ["results/math/sft_dpo/analysis.parquet", "results/math/star/iter1/u1.parquet",
-               "results/math/fewshot/summary.md", "results/math/refined_eval/iter0/eval.json"]
+               "results/math/fewshot/summary.md", "results/math/refined_eval/iter0/eval.json",
+               "results/math/distill/summary.md"]
     snakemake(workdir, *targets, config=config)
     results = workdir / "results" / "math"
 
@@ -271,3 +274,11 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, ba
     assert all("accuracy_self_refined" in entry for entry in refined["testsets"].values())
     predictions = art.read_table(results / "refined_eval" / "iter0" / "eval.parquet", art.EVAL)
     assert predictions["refined_b"].notna().all() and predictions["refined_program"].notna().all()
+
+    # distill-then-finetune: one teacher answer per input over HTTP, cached, one iteration of SFT
+    samples = art.read_table(results / "distill" / "iter1" / "samples.parquet", art.GENERATIONS)
+    assert samples.groupby("id").size().tolist() == [1, 1, 1]
+    assert samples["prompt"].str.startswith('[{"role": "user"').all()
+    assert len((workdir / "results" / "teacher_cache").glob("*.jsonl").__next__().read_text().splitlines()) == 3
+    assert not (results / "distill" / "iter2").exists()
+    assert len((results / "distill" / "summary.md").read_text().splitlines()) == 4

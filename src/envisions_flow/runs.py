@@ -13,6 +13,7 @@ copy of it:
 - sft:     supervised fine-tuning on U1 every iteration, only at the first, or never
 - dpo:     DPO on (a⁺, a⁻) pairs after SFT, the SFT model as the reference
 - init:    train from the base model each iteration, or continue the previous checkpoint
+- explorer: who writes the samples: the policy, or a teacher endpoint (distill-then-finetune)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .config import ConfigError, domain_settings
 DEFAULT_RUN = "envisions"
 
 ENVISIONS = {"refine": True, "pool": True, "ranking": "self_reward", "l2": True, "sft": "every", "dpo": False,
-             "init": "base"}
+             "init": "base", "explorer": "policy"}
 
 # Each method is ENVISIONS with the strategy keys it changes (paper Section 4.2, Table 3, Appendix C.9).
 METHODS: dict[str, dict[str, Any]] = {
@@ -39,11 +40,20 @@ METHODS: dict[str, dict[str, Any]] = {
     "sft_dpo": {"refine": False, "l2": False, "dpo": True, "init": "previous"},
     # ETO: behaviour cloning once, then DPO on (success, failure) pairs from each exploration
     "eto": {"refine": False, "l2": False, "sft": "first", "dpo": True, "init": "previous"},
+    # distill-then-finetune: one teacher answer per input, SFT on the correct ones
+    "distill": {"refine": False, "pool": False, "l2": False, "explorer": "teacher"},
     # Table 3 ablations
     "no_refine": {"refine": False, "l2": False},
     "no_self_reward": {"ranking": "random"},
     "no_pool": {"pool": False},
     "no_l2": {"l2": False},
+}
+
+
+# Settings a method fixes besides its strategy (applied before the run's overrides).
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "fewshot": {"iterations": 0},
+    "distill": {"iterations": 1, "explore": {"k": 1}},
 }
 
 
@@ -107,10 +117,9 @@ def run_settings(config: dict[str, Any], domain: str, run: str) -> dict[str, Any
     if run not in (config.get("runs") or {}):
         raise ConfigError(f"runs.{run}: run is not configured")
     spec = config["runs"][run]
-    merged = deep_merge({**settings, "strategy": method_strategy(spec["method"])}, spec.get("overrides") or {})
-    if spec["method"] == "fewshot":
-        merged["iterations"] = 0
-    return merged
+    preset = deep_merge({**settings, "strategy": method_strategy(spec["method"])},
+                        METHOD_SETTINGS.get(spec["method"], {}))
+    return deep_merge(preset, spec.get("overrides") or {})
 
 
 def check_runs(config: dict[str, Any], schema: dict[str, Any]) -> None:
@@ -129,6 +138,12 @@ def check_runs(config: dict[str, Any], schema: dict[str, Any]) -> None:
             except jsonschema.ValidationError as error:
                 where = ".".join(str(part) for part in error.absolute_path)
                 raise ConfigError(f"runs.{name}.overrides.{where}: {error.message}") from None
+            settings = run_settings(config, domain, name)
+            if settings["strategy"]["explorer"] == "teacher":
+                for key in ("base_url", "model"):
+                    if not (settings.get("teacher") or {}).get(key):
+                        raise ConfigError(f"runs.{name}.overrides.teacher.{key}: a teacher run needs the endpoint's "
+                                          f"{key}")
 
 
 def shared_run_dir(config: dict[str, Any], domain: str, run: str, keys: tuple[str, ...],

@@ -22,7 +22,7 @@ from .analysis import correct_unique, exploration_metrics, log_prob_margins
 from .config import dataset_key, dataset_spec
 from .datasets import load_tasks
 from .environments import Environment, Task, make_environment
-from .generation import Generation, load_backend
+from .generation import Generation, OpenAIChatBackend, load_backend
 from .runs import method_of, parse_run_dir, run_settings
 from .selection import filter_trajectories, preference_pairs, select_training_sets, update_pool
 
@@ -45,6 +45,7 @@ def _environment(config: dict[str, Any], run: str, dataset: str = "train") -> En
 
 
 def _backend(config: dict[str, Any], model_dir: str | Path):
+    """The policy's generation backend."""
     generation = config["generation"]
     return load_backend(generation["backend"], model_dir, batch_size=int(generation["batch_size"]),
                         dtype=generation["dtype"])
@@ -76,7 +77,10 @@ def explore(config: dict[str, Any], run: str, iteration: int, tasks_path: str, m
     tasks = art.read_table(tasks_path, art.TASKS)
     environment = _environment(config, run)
     few_shot = iteration <= int(settings["explore"]["few_shot_iterations"])
-    backend = _backend(config, model_dir)
+    if settings["strategy"]["explorer"] == "teacher":
+        backend = OpenAIChatBackend(**settings["teacher"])
+    else:
+        backend = _backend(config, model_dir)
     prompts = [backend.render(environment.explore_prompt(task, few_shot)) for task in _tasks(tasks)]
     k = int(settings["explore"]["k"])
     started = time.monotonic()
