@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
+	# the web domain drives Debian's Chromium through Playwright (no browser download)
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch; a bare `torch` would pull a multi-GB CUDA build

@@ -158,3 +158,46 @@ def test_unreachable_hub_names_the_key(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(DataError, match=r"domains\.math\.testsets\.gsm8k\.id: cannot load 'openai/gsm8k'.*kind: file"):
         load_tasks({"preset": "gsm8k"}, "domains.math.testsets.gsm8k")
+
+
+# ---- MiniWob++ episodes (web) ------------------------------------------------------------------------
+
+
+def test_miniwob_seeds_are_reproducible_and_train_test_disjoint():
+    from envisions_flow.datasets import MINIWOB_TASKS, miniwob_episodes
+
+    assert len(MINIWOB_TASKS) == len(set(MINIWOB_TASKS)) == 44
+    spec = {"kind": "miniwob", "episodes": 300, "seed": 3}
+    train = miniwob_episodes({**spec, "split": "train"}, "train")  # all 44 tasks by default
+    test = miniwob_episodes({**spec, "split": "test"}, "test")
+    assert train == miniwob_episodes({**spec, "split": "train"}, "train")
+    assert len(train) == len(test) == 44 * 300 and len(set(train)) == len(train)
+    assert not {seed for _, seed in train} & {seed for _, seed in test}
+    assert max(seed for _, seed in train) < 2**30 <= min(seed for _, seed in test)
+    other = miniwob_episodes({**spec, "seed": 4, "split": "train"}, "train")
+    assert len(set(train) & set(other)) < len(train) // 100  # another seed draws other episodes
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "miniwob", "tasks": ["click-button", "no-such-task"], "episodes": 1}, "no-such-task"),
+    ({"kind": "miniwob", "tasks": ["click-button"]}, "episodes"),
+    ({"kind": "miniwob", "tasks": ["click-button"], "episodes": 1, "split": "dev"}, "split"),
+])
+def test_miniwob_specs_are_checked_before_the_browser(spec, message):
+    from envisions_flow.datasets import check_source
+
+    with pytest.raises(DataError, match=message):
+        check_source(spec, "domains.web.train")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no /usr/bin/chromium (make setup installs it)")
+def test_miniwob_rows_hold_the_observation():
+    spec = {"preset": "miniwob", "tasks": ["click-button", "enter-text"], "episodes": 2, "seed": 0, "split": "test"}
+    tasks = load_tasks(spec, "domains.web.testsets.miniwob", domain="web")
+    assert list(tasks.columns) == ["id", "question", "answer", "source"]
+    assert tasks["answer"].tolist() == ["click-button", "click-button", "enter-text", "enter-text"]
+    for row in tasks.itertuples():
+        name, seed = row.id.split(":")
+        assert name == row.answer and int(seed) >= 2**30
+        assert row.question.startswith("Instruction: ") and '<div id="wrap" data-wob_ref="2">' in row.question

@@ -48,7 +48,20 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "fields": {"id": "questions.id", "question": "{context}\n{questions.text}",
                              "answer": "questions.label"},
                   "answer_format": "label", "closed_world": True},
+    "miniwob": {"kind": "miniwob"},
 }
+
+# The 44 MiniWob++ tasks of the ENVISIONS paper (Table 11): the default task list of `kind: miniwob`.
+MINIWOB_TASKS = [
+    "choose-date", "choose-list", "click-button", "click-button-sequence", "click-checkboxes",
+    "click-checkboxes-large", "click-checkboxes-soft", "click-checkboxes-transfer", "click-collapsible",
+    "click-color", "click-dialog", "click-dialog-2", "click-link", "click-option", "click-scroll-list",
+    "click-shades", "click-shape", "click-tab", "click-test", "click-test-2", "click-widget", "copy-paste",
+    "copy-paste-2", "enter-date", "enter-password", "enter-text", "enter-text-dynamic", "enter-time",
+    "focus-text", "focus-text-2", "guess-number", "identify-shape", "multi-layouts", "multi-orderings",
+    "navigate-tree", "read-table", "search-engine", "simple-algebra", "simple-arithmetic", "social-media-all",
+    "text-transform", "unicode-test", "use-slider", "use-spinner",
+]
 
 
 def with_preset(spec: dict[str, Any]) -> dict[str, Any]:
@@ -197,12 +210,14 @@ def load_tasks(spec: dict[str, Any], key: str, domain: str = "math") -> pd.DataF
 
             return generate_theories(spec, key)
         return generate_word_problems(spec, key)
+    if kind == "miniwob":
+        return miniwob_tasks(spec, key)
     if kind == "file":
         path = Path(spec.get("path", ""))
         return normalise(_read_file(path, key), spec, key, str(path))
     if kind == "hub":
         return normalise(_read_hub(spec, key), spec, key, spec["id"])
-    raise DataError(f"{key}.kind: must be one of generated, file, hub (got {kind!r})")
+    raise DataError(f"{key}.kind: must be one of generated, file, hub, miniwob (got {kind!r})")
 
 
 def check_source(spec: dict[str, Any], key: str) -> None:
@@ -211,8 +226,10 @@ def check_source(spec: dict[str, Any], key: str) -> None:
     if spec.get("kind") == "file":
         path = Path(spec.get("path", ""))
         normalise(_read_file(path, key), {**spec, "limit": 1}, key, str(path))
+    elif spec.get("kind") == "miniwob":
+        miniwob_episodes(spec, key)
     elif spec.get("kind") not in {"generated", "hub"}:
-        raise DataError(f"{key}.kind: must be one of generated, file, hub (got {spec.get('kind')!r})")
+        raise DataError(f"{key}.kind: must be one of generated, file, hub, miniwob (got {spec.get('kind')!r})")
 
 
 # ---- generated grade-school word problems -------------------------------------------------------
@@ -303,3 +320,55 @@ def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
     if len(rows) < n:
         raise DataError(f"{key}.n: could only generate {len(rows)} distinct {split} problems")
     return pd.DataFrame(rows)
+
+
+# ---- MiniWob++ episodes (web domain) ------------------------------------------------------------
+
+_SEED_RANGE = 2**30  # train seeds lie in [0, 2^30), test seeds in [2^30, 2^31): disjoint by construction
+
+
+def miniwob_episodes(spec: dict[str, Any], key: str) -> list[tuple[str, int]]:
+    """(task name, seed) pairs: `episodes` per task, seeds hashed from (seed, task, index) into the split's range."""
+    from .environments.web import miniwob_html_dir
+
+    names = spec.get("tasks", MINIWOB_TASKS)
+    if not names:
+        raise DataError(f"{key}.tasks: name at least one MiniWob task")
+    unknown = [name for name in names if not (miniwob_html_dir() / f"{name}.html").is_file()]
+    if unknown:
+        raise DataError(f"{key}.tasks: unknown MiniWob task(s) {unknown} (the paper's 44 are datasets.MINIWOB_TASKS)")
+    episodes = int(spec.get("episodes", 0))
+    if episodes <= 0:
+        raise DataError(f"{key}.episodes: a miniwob dataset needs episodes > 0 (episodes per task)")
+    split = spec.get("split", "train")
+    if split not in {"train", "test"}:
+        raise DataError(f"{key}.split: miniwob data has splits train and test (got {split!r})")
+    offset = _SEED_RANGE if split == "test" else 0
+    out = []
+    for name in names:
+        seeds: set[int] = set()
+        for index in range(episodes * 10):
+            if len(seeds) == episodes:
+                break
+            digest = hashlib.sha256(f"{spec.get('seed', 0)}:{name}:{index}".encode()).hexdigest()
+            seeds.add(offset + int(digest[:8], 16) % _SEED_RANGE)
+        out += [(name, seed) for seed in sorted(seeds)]
+    return out
+
+
+def miniwob_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
+    """Rows (id = "task:seed", question = the episode's observation, answer = task name) from the browser.
+
+    The observation (utterance + HTML) is rendered here, once, so prompts are plain functions
+    of the row (see environments/web.py).
+    """
+    from .environments.web import WebEnvironment, episode_id
+
+    episodes = miniwob_episodes(spec, key)
+    try:
+        observations = WebEnvironment(workers=2, progress=True).observe(episodes)
+    except RuntimeError as error:
+        raise DataError(f"{key}: {error}") from None
+    name = spec.get("name", key.split(".")[-1])
+    return pd.DataFrame({"id": [episode_id(task, seed) for task, seed in episodes], "question": observations,
+                         "answer": [task for task, _ in episodes], "source": name})

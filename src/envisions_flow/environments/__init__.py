@@ -9,6 +9,7 @@ from ..sandbox import Limits
 from .base import Environment, Execution, Task
 from .logic import LogicEnvironment
 from .math import MathEnvironment
+from .web import WebEnvironment
 
 __all__ = ["Environment", "Execution", "Task", "make_environment"]
 
@@ -22,4 +23,7 @@ def make_environment(domain: str, settings: dict[str, Any], dataset: dict[str, A
         return MathEnvironment(answer_type=dataset.get("answer_type", NUMERIC), **common)
     if domain == "logic":
         return LogicEnvironment(closed_world=bool(dataset.get("closed_world", False)), **common)
-    raise ValueError(f"domains.{domain}: no environment implements this domain (available: math, logic)")
+    if domain == "web":
+        return WebEnvironment(reward_threshold=float(execution.get("reward_threshold", 0.8)),
+                              max_actions=int(execution.get("max_actions", 50)), **common)
+    raise ValueError(f"domains.{domain}: no environment implements this domain (available: math, logic, web)")

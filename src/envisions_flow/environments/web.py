@@ -1,0 +1,471 @@
+"""Web agents on MiniWob++ in real headless Chromium, acting through Synapse-style programs.
+
+Task encoding. A web task input is a MiniWob task name and a seed: `Task.id` is
+`"{task}:{seed}"` and `Task.answer` is the task name. The policy, though, must see what
+the page shows, so `Task.question` holds the rendered *observation*: the utterance and the
+task's HTML (the `#wrap` subtree and any visible pop-up such as the date picker, with
+`data-wob_ref` on every visible element and form values written out as attributes). The
+observation is produced once, when the data set is prepared (`observe`, called by
+`datasets.load_tasks` for `kind: miniwob`), by opening the episode in the browser; the
+prompts are then plain functions of the Task, like in every other domain. This works
+because an episode is a pure function of (task, seed): each one is opened on a freshly
+loaded page, `Math.seedrandom(seed)` then `core.startEpisodeReal()` (MiniWob's own JS
+API) generate the same problem, and `core.getDOMInfo()` hands out the same refs, so the
+xpaths a program writes against the observation resolve at execution time.
+
+Execution. A program is interpreted by `web_programs.parse_program` (never run as Python)
+into a bounded list of actions, which Playwright replays with real mouse and keyboard
+input on one page per worker of a single browser. The verdict is MiniWob's own:
+`WOB_DONE_GLOBAL`, the time-decayed `WOB_REWARD_GLOBAL` (b = 1 when it is at least
+`reward_threshold`) and `WOB_RAW_REWARD_GLOBAL` (carried in `Execution.value`, so raw
+success can be reported too). One program is one whole turn (`max_turns` = 1, as in the
+paper's program-writing setting); `run(..., observe_after=True)` also returns the page
+after the program when the episode is still open, so a multi-turn driver can show it to
+the policy and execute the concatenated program in a fresh episode of the same seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+from ..sandbox import Limits
+from ..web_programs import Action, ProgramError, parse_program
+from .base import CORRECT, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
+
+CHROMIUM = "/usr/bin/chromium"
+# Offline-safe flags: no sandbox (we run as root in containers), no GPU, no background traffic.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+VIEWPORT = {"width": 500, "height": 320}  # MiniWob's window (miniwob.constants.WINDOW_*)
+
+# Error classes of the browser side (the interpreter's are in web_programs).
+NOT_DONE = "not_done"          # the program ended before the episode did
+TOO_SLOW = "too_slow"          # solved, but the time-decayed reward fell below the threshold
+BAD_XPATH = "bad_xpath"
+NO_ELEMENT = "no_element"      # the xpath matches nothing visible (or nothing that can be acted on)
+TIMEOUT = "timeout"
+NAVIGATED = "navigated_away"
+PAGE_CRASH = "page_crash"
+BROWSER_CRASH = "browser_crash"
+
+
+def miniwob_html_dir() -> Path:
+    """Where the `miniwob` package keeps the MiniWob++ task pages."""
+    import miniwob
+
+    return Path(miniwob.__file__).parent / "html" / "miniwob"
+
+
+def episode_id(name: str, seed: int) -> str:
+    return f"{name}:{seed}"
+
+
+def parse_episode_id(task_id: str) -> tuple[str, int]:
+    """(MiniWob task name, seed) from a web Task id."""
+    name, _, seed = task_id.rpartition(":")
+    if not name or not seed.isdigit():
+        raise ValueError(f"web task id {task_id!r} is not '<miniwob task>:<seed>'")
+    return name, int(seed)
+
+
+INSTRUCTION = (
+    "Complete the web task by writing a short Python program that controls the browser through `agent`: "
+    "agent.click_xpath(xpath), agent.type(text) (into the focused element), agent.press(key) (enter, space, "
+    "tab, backspace, arrowup, arrowdown, arrowleft, arrowright, command+a, command+c, command+v), "
+    "agent.click_option(xpath) (an <option> of a <select>) and agent.movemouse(xpath). Visible elements carry "
+    "a data-wob_ref attribute you can use in xpaths. Only agent calls, assignments, string and number "
+    "expressions and `for _ in range(n)` loops are allowed. Reply with one ```python code block."
+)
+
+# One worked example for the cold-start prompt: enter-text, seed 7, as `observe` renders it.
+ONE_SHOT = (
+    'Instruction: Enter "Ignacio" into the text field and press Submit.\n'
+    'HTML: <div id="wrap" data-wob_ref="2"> <div id="query">Enter "<span class="bold">Ignacio</span>" into the '
+    'text field and press Submit.</div> <div id="area" data-wob_ref="3"> <div id="form" '
+    'style="margin-left:10px;margin-top:18px;" data-wob_ref="4"> <input type="text" id="tt" data-wob_ref="5" '
+    'value=""> <button id="subbtn" class="secondary-action" style="margin-top:6px;" data-wob_ref="6">Submit</button>'
+    ' </div> </div> </div>',
+    '# focus the text field, type the name, submit\n'
+    'agent.click_xpath("//input[@id=\'tt\']")\nagent.type("Ignacio")\nagent.click_xpath("//button[@id=\'subbtn\']")',
+)
+
+REFINE_TEMPLATE = (
+    "You are provided with a program that controls the browser to solve the given web task. You can either "
+    "repair and refine it, or simply return the original program. Reply with one ```python code block that "
+    "calls `agent`.\n\nThe task is:\n{question}\n\n"
+    "The current program is:\n```python\n{program}\n```\n\nThe solution program is:"
+)
+
+# End any open episode (so refs restart cleanly, as MiniWob's own reset does), seed the task's RNG,
+# start the episode and hand out refs; the token marks this document and episode.
+_START_JS = """async ([seed, token]) => {
+  core.endEpisode(0);
+  Math.seedrandom(seed);
+  core.startEpisodeReal();
+  for (let i = 0; !WOB_TASK_READY; i++) {
+    if (i > 200) throw new Error('envisions: the task did not become ready');
+    await new Promise(resolve => setTimeout(resolve, 10));
+  }
+  core.getDOMInfo();
+  window.__envisions_token = token;
+}"""
+
+_STATE_JS = """(token) => window.__envisions_token !== token ? null :
+  {done: WOB_DONE_GLOBAL, reward: WOB_REWARD_GLOBAL, raw: WOB_RAW_REWARD_GLOBAL}"""
+
+# Utterance + HTML of #wrap and visible pop-ups, with live form values written out as attributes.
+_OBSERVE_JS = """() => {
+  core.getDOMInfo();
+  const skip = new Set(['reward-display', 'sync-task-cover', 'click-canvas']);
+  const parts = [];
+  for (const element of document.body.children) {
+    if (skip.has(element.id) || ['SCRIPT', 'STYLE', 'LINK'].includes(element.tagName)) continue;
+    const box = element.getBoundingClientRect(), style = getComputedStyle(element);
+    if (element.id !== 'wrap' && (!box.width || !box.height || style.visibility === 'hidden')) continue;
+    const copy = element.cloneNode(true);
+    const live = [element, ...element.querySelectorAll('*')], copies = [copy, ...copy.querySelectorAll('*')];
+    live.forEach((node, i) => {
+      const out = copies[i];
+      if (node instanceof HTMLInputElement) {
+        if (node.type === 'checkbox' || node.type === 'radio') {
+          node.checked ? out.setAttribute('checked', '') : out.removeAttribute('checked');
+        } else {
+          out.setAttribute('value', node.value);
+        }
+      } else if (node instanceof HTMLTextAreaElement) {
+        out.textContent = node.value;
+      } else if (node instanceof HTMLOptionElement) {
+        node.selected ? out.setAttribute('selected', '') : out.removeAttribute('selected');
+      }
+      out.removeAttribute('data-wob_eps');
+      out.removeAttribute('data-tampered');
+    });
+    copy.querySelectorAll('script, style').forEach(node => node.remove());
+    parts.push(copy.outerHTML.replace(/\\s+/g, ' '));
+  }
+  return 'Instruction: ' + core.getUtterance() + '\\nHTML: ' + parts.join('\\n');
+}"""
+
+# Resolve an xpath in the page (not Playwright's injected engine: a locator costs ~40 ms per action):
+# wait until the element is visible and no jQuery animation runs, then return its centre, or
+# select it when it is an <option> (click_option). Errors come back as error classes.
+_TARGET_JS = """async ([xpath, timeoutMs, option]) => {
+  let node;
+  try {
+    node = document.evaluate(xpath, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;
+  } catch (error) {
+    return {error: 'bad_xpath', message: String(error).slice(0, 200)};
+  }
+  if (node && !(node instanceof Element)) node = node.parentElement;
+  if (!node) return {error: 'no_element', message: 'no element matches ' + xpath.slice(0, 200)};
+  if (option) {
+    if (!(node instanceof HTMLOptionElement) || !node.parentElement) return {error: 'no_element', message: 'not an <option>'};
+    const select = node.closest('select');
+    if (select.multiple) node.selected = true; else select.value = node.value;
+    for (const type of ['input', 'change']) select.dispatchEvent(new Event(type, {bubbles: true}));
+    return {};
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (node.scrollIntoViewIfNeeded) node.scrollIntoViewIfNeeded(); else node.scrollIntoView();
+    const box = node.getBoundingClientRect();
+    const visible = box.width > 0 && box.height > 0 && getComputedStyle(node).visibility !== 'hidden';
+    const animating = window.jQuery && window.jQuery(':animated').length > 0;
+    if (visible && !animating) return {x: box.left + box.width / 2, y: box.top + box.height / 2};
+    if (Date.now() > deadline) return {error: 'no_element', message: 'the element is not visible'};
+    await new Promise(resolve => setTimeout(resolve, 20));
+  }
+}"""
+
+_CLIPBOARD_KEYS = {"ControlOrMeta+c", "ControlOrMeta+x", "ControlOrMeta+v"}
+
+R = TypeVar("R")
+J = TypeVar("J")
+
+
+@dataclass(frozen=True)
+class Episode:
+    """What one program did in one MiniWob episode."""
+
+    done: bool
+    reward: float | None      # MiniWob's time-decayed reward (None: the episode never reached a verdict)
+    raw_reward: float | None  # without the time penalty
+    error_class: str
+    observation: str        # the page after the program, when asked for and the episode is still open
+    duration_s: float
+
+
+class _Failed(Exception):
+    """An episode that ended with an error class (the page may still be usable)."""
+
+    def __init__(self, error_class: str, message: str = ""):
+        super().__init__(message or error_class)
+        self.error_class = error_class
+
+
+@dataclass
+class WebEnvironment:
+    """MiniWob++ tasks in headless Chromium, one page per worker, judged by MiniWob's reward."""
+
+    limits: Limits = field(default_factory=lambda: Limits(timeout_s=10.0))
+    workers: int = 2
+    progress: bool = False
+    reward_threshold: float = 0.8
+    max_actions: int = 50
+    action_timeout_s: float = 1.0
+    html_dir: Path | None = None
+    chromium: str = CHROMIUM
+    domain: str = "web"
+    # one browser clipboard for all pages: a copy ... paste program holds it for its whole run
+    _clipboard: asyncio.Lock | None = field(default=None, init=False, repr=False)
+
+    # ---- prompts and programs ---------------------------------------------------------------
+
+    def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
+        examples = [(f"{INSTRUCTION}\n\n{ONE_SHOT[0]}", self.render_solution(ONE_SHOT[1]))] if few_shot else []
+        return chat(examples, f"{INSTRUCTION}\n\n{task.question}")
+
+    def refine_prompt(self, task: Task, program: str) -> Messages:
+        content = REFINE_TEMPLATE.format(question=task.question, program=program.strip() or "# (no program)")
+        return [{"role": "user", "content": content}]
+
+    def extract_program(self, completion: str) -> str:
+        text = extract_fenced(completion, "")  # the fenced block, else the bare completion
+        return text if "agent." in text else ""
+
+    def render_solution(self, program: str) -> str:
+        return f"```python\n{program.strip()}\n```"
+
+    def program_key(self, program: str) -> str:
+        import ast
+
+        try:
+            return ast.unparse(ast.parse(program))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return "\n".join(line.rstrip() for line in program.strip().splitlines() if line.strip())
+
+    # ---- the browser ------------------------------------------------------------------------
+
+    def observe(self, episodes: Sequence[tuple[str, int]]) -> list[str]:
+        """The observation (utterance + HTML) at the start of each (task name, seed) episode."""
+        for name, _ in episodes:
+            self._url(name)  # unknown task names fail before the browser starts
+
+        async def one(page: Any, episode: tuple[str, int]) -> str:
+            await self._start(page, *episode)
+            return await page.evaluate(_OBSERVE_JS)
+
+        results = asyncio.run(self._pool(list(episodes), one, "observing"))
+        failed = [(episode, result) for episode, result in zip(episodes, results) if isinstance(result, _Failed)]
+        if failed:
+            (name, seed), error = failed[0]
+            raise RuntimeError(f"could not open {len(failed)} MiniWob episode(s), e.g. {name} seed {seed}: "
+                               f"{error.error_class} ({error})")
+        return results
+
+    def run(self, tasks: Sequence[Task], programs: Sequence[str], observe_after: bool = False) -> list[Episode]:
+        """Each program in a fresh episode of its task; never raises for a program's or a page's fault."""
+        episodes: list[Episode | None] = [None] * len(tasks)
+        jobs: list[tuple[int, str, int, list[Action], str]] = []
+        for index, (task, program) in enumerate(zip(tasks, programs)):
+            name, seed = parse_episode_id(task.id)
+            self._url(name)
+            try:
+                jobs.append((index, name, seed, parse_program(program, self.max_actions), task.question))
+            except ProgramError as error:
+                episodes[index] = Episode(False, None, None, error.error_class, "", 0.0)
+
+        async def one(page: Any, job: tuple[int, str, int, list[Action], str]) -> Episode:
+            return await self._episode(page, *job[1:4], observe_after, expected=job[4])
+
+        jobs.sort(key=lambda job: (job[1], job[0]))  # a task's episodes in a row: pages restart in place
+        results = asyncio.run(self._pool(jobs, one, "executing")) if jobs else []
+        for (index, *_), result in zip(jobs, results):
+            episodes[index] = (Episode(False, None, None, result.error_class, "", result.duration_s)
+                               if isinstance(result, _Failed) else result)
+        return episodes  # type: ignore[return-value]
+
+    def execute(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[Execution]:
+        return [Execution(int(episode.error_class == CORRECT),
+                          None if episode.raw_reward is None else format(episode.raw_reward, "g"),
+                          episode.error_class, episode.duration_s)
+                for episode in self.run(tasks, programs)]
+
+    # ---- one episode ------------------------------------------------------------------------
+
+    def _url(self, name: str) -> str:
+        path = (self.html_dir or miniwob_html_dir()) / f"{name}.html"
+        if "/" in name or not path.is_file():
+            raise ValueError(f"no MiniWob task {name!r} (no file {path})")
+        return path.as_uri()
+
+    async def _start(self, page: Any, name: str, seed: int, expected: str = "") -> str:
+        """Open the episode: in place when the page already shows this task and the restarted
+        episode renders exactly `expected` (the observation the policy saw), else on a fresh load.
+
+        A fresh load is the definition of the episode (what `observe` shows); reusing the page
+        saves the ~100 ms of CPU a load costs, and the check makes leftovers of earlier
+        episodes (an open pop-up, a typed value) send the episode to a fresh page instead.
+        """
+        url, token = self._url(name), secrets.token_hex(8)
+        if expected and page.url.split("#")[0] == url:
+            await page.evaluate(_START_JS, [seed, token])
+            if await page.evaluate(_OBSERVE_JS) == expected:
+                return token
+        await page.goto(url)
+        await page.evaluate(_START_JS, [seed, token])
+        return token
+
+    async def _episode(self, page: Any, name: str, seed: int, actions: list[Action], observe_after: bool,
+                       expected: str) -> Episode:
+        started = time.monotonic()
+        token = await self._start(page, name, seed, expected)
+        error_class = ""
+        uses_clipboard = any(action.kind == "press" and action.arg in _CLIPBOARD_KEYS for action in actions)
+        async with self._clipboard if uses_clipboard and self._clipboard else contextlib.nullcontext():
+            for action in actions:
+                try:
+                    await self._act(page, action)
+                except _Failed as failure:
+                    error_class = failure.error_class
+                    break
+                state = await self._state(page, token)
+                if state["done"]:
+                    break
+        state = await self._state(page, token)
+        reward, raw = float(state["reward"] or 0), float(state["raw"] or 0)
+        if not error_class:
+            if not state["done"]:
+                error_class = NOT_DONE
+            elif reward >= self.reward_threshold:
+                error_class = CORRECT
+            else:
+                error_class = TOO_SLOW if raw >= 1 else WRONG_ANSWER
+        observation = await page.evaluate(_OBSERVE_JS) if observe_after and not state["done"] else ""
+        return Episode(bool(state["done"]), reward, raw, error_class, observation, time.monotonic() - started)
+
+    async def _state(self, page: Any, token: str) -> dict[str, Any]:
+        try:
+            state = await page.evaluate(_STATE_JS, token)
+        except Exception as error:  # noqa: BLE001 - the document went away under us
+            raise _classify(error) from None
+        if state is None:
+            raise _Failed(NAVIGATED, "the page left the task")
+        return state
+
+    async def _act(self, page: Any, action: Action) -> None:
+        """One action with real mouse and keyboard input; a missing or hidden target fails the episode."""
+        try:
+            if action.kind == "type":
+                await page.keyboard.type(action.arg)
+            elif action.kind == "press":
+                await page.keyboard.press(action.arg)
+            else:
+                target = await page.evaluate(_TARGET_JS, [action.arg, self.action_timeout_s * 1000,
+                                                          action.kind == "click_option"])
+                if "error" in target:
+                    raise _Failed(target["error"], target["message"])
+                if action.kind == "click_xpath":
+                    await page.mouse.click(target["x"], target["y"])
+                elif action.kind == "movemouse":
+                    await page.mouse.move(target["x"], target["y"])
+        except _Failed:
+            raise
+        except Exception as error:  # noqa: BLE001 - Playwright's errors, classified below
+            raise _classify(error) from None
+
+    # ---- the pool of pages ------------------------------------------------------------------
+
+    async def _pool(self, jobs: list[J], one: Callable[[Any, J], Awaitable[R]], desc: str) -> list[R | _Failed]:
+        """`one(page, job)` for every job on `workers` pages of one browser, each under the episode timeout.
+
+        A page that times out, crashes or errors is closed and replaced; its job counts as failed.
+        If the browser itself dies, the remaining jobs fail with `browser_crash` and the call returns.
+        The browser is closed on every way out (KeyboardInterrupt cancels this coroutine).
+        """
+        from playwright.async_api import async_playwright
+        from tqdm import tqdm
+
+        if not Path(self.chromium).exists():
+            raise RuntimeError(f"no Chromium at {self.chromium}: `apt-get install -y chromium` (or `make setup`)")
+        self._clipboard = asyncio.Lock()
+        results: list[R | _Failed | None] = [None] * len(jobs)
+        pending = list(range(len(jobs)))[::-1]
+        flags = CHROMIUM_FLAGS + [f"--js-flags=--max-old-space-size={self.limits.memory_mb}"]
+        async with async_playwright() as playwright:
+            try:
+                browser = await playwright.chromium.launch(executable_path=self.chromium, args=flags)
+            except Exception as error:  # noqa: BLE001 - nothing ran yet: a broken set-up, not a program's fault
+                raise RuntimeError(f"cannot start Chromium ({self.chromium}): {str(error).splitlines()[0]}") from None
+            try:
+                with tqdm(total=len(jobs), desc=desc, unit="episode", disable=not self.progress) as bar:
+                    workers = [self._worker(browser, jobs, pending, results, one, bar)
+                               for _ in range(max(1, min(self.workers, len(jobs))))]
+                    await asyncio.gather(*workers)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(browser.close(), 10)
+        return results  # type: ignore[return-value]
+
+    async def _worker(self, browser: Any, jobs: list[J], pending: list[int], results: list, one: Callable,
+                      bar: Any) -> None:
+        slot: list[Any] = []  # [context, page] while this worker holds a usable page
+
+        async def attempt(job: J) -> Any:
+            if not slot:
+                context = await browser.new_context(viewport=VIEWPORT)
+                slot.append(context)
+                page = await context.new_page()
+                context.on("page", _close_popup)  # pop-ups a program opens are closed at once
+                slot.append(page)
+            return await one(slot[1], job)
+
+        try:
+            while pending:
+                index = pending.pop()
+                started = time.monotonic()
+                try:
+                    if not browser.is_connected():
+                        raise _Failed(BROWSER_CRASH, "the browser is gone")
+                    # page creation counts too: it never returns if the browser dies under it
+                    results[index] = await asyncio.wait_for(attempt(jobs[index]), self.limits.timeout_s)
+                except Exception as error:  # noqa: BLE001 - each becomes an error class
+                    failure = error if isinstance(error, _Failed) else (
+                        _Failed(TIMEOUT, "episode timed out") if isinstance(error, TimeoutError) else _classify(error))
+                    if not browser.is_connected():
+                        failure = _Failed(BROWSER_CRASH, "the browser is gone")
+                    failure.duration_s = time.monotonic() - started  # type: ignore[attr-defined]
+                    results[index] = failure
+                    # a page that hung, crashed or left the task (a navigation may still be in flight)
+                    # is replaced; one that only missed an element or an xpath is fine as it is
+                    if failure.error_class in {TIMEOUT, PAGE_CRASH, BROWSER_CRASH, NAVIGATED} or len(slot) == 1:
+                        if slot:
+                            await _close_quietly(slot[0])
+                        slot.clear()
+                bar.update(1)
+        finally:
+            if slot:
+                await _close_quietly(slot[0])
+
+
+def _classify(error: BaseException) -> _Failed:
+    """An error class for what Playwright raised on a page: it left the task, or it (or the browser) died."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if "context was destroyed" in message or "navigat" in message.lower() or "detached" in message:
+        return _Failed(NAVIGATED, message)
+    return _Failed(PAGE_CRASH, message)
+
+
+def _close_popup(popup: Any) -> None:
+    asyncio.ensure_future(_close_quietly(popup))
+
+
+async def _close_quietly(target: Any) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(target.close(), 5)

@@ -1,0 +1,339 @@
+"""The web domain: the program interpreter (no browser) and MiniWob++ episodes in real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from envisions_flow.environments import make_environment
+from envisions_flow.environments.base import Task
+from envisions_flow.environments.web import (
+    BAD_XPATH, BROWSER_CRASH, NAVIGATED, NO_ELEMENT, NOT_DONE, ONE_SHOT, PAGE_CRASH, TIMEOUT, WebEnvironment,
+    episode_id, miniwob_html_dir, parse_episode_id)
+from envisions_flow.sandbox import Limits
+from envisions_flow.web_programs import (
+    BAD_KEY, FORBIDDEN, LIMIT, NO_PROGRAM, RUNTIME, SYNTAX, Action, ProgramError, parse_program)
+
+# ---- the interpreter ------------------------------------------------------------------------------
+
+
+def test_interpreter_reads_loops_names_and_fstrings():
+    program = (
+        "# fill the form\nname = 'Ada'\ncount = 2\ncount += 1\n"
+        "agent.click_xpath(\"//input[@id='tt']\")\n"
+        "for _ in range(count):\n    agent.press('Backspace')\n"
+        "agent.type(name + ' ' + str(count * 2) + f\" {len(name)}\")\n"
+        "agent.press('command+a')\nagent.click_option(\"//option[text()='x']\")\nagent.movemouse('//span')\n"
+    )
+    assert parse_program(program) == [
+        Action("click_xpath", "//input[@id='tt']"), Action("press", "Backspace"), Action("press", "Backspace"),
+        Action("press", "Backspace"), Action("type", "Ada 6 3"), Action("press", "ControlOrMeta+a"),
+        Action("click_option", "//option[text()='x']"), Action("movemouse", "//span"),
+    ]
+
+
+@pytest.mark.parametrize("program, error_class", [
+    ("", NO_PROGRAM),
+    ("# only a comment\nx = 1", NO_PROGRAM),
+    ("agent.click_xpath('//a'", SYNTAX),
+    ("import os\nagent.type('a')", FORBIDDEN),
+    ("from os import system", FORBIDDEN),
+    ("while True:\n    agent.press('enter')", FORBIDDEN),
+    ("agent.page.goto('http://example.com')", FORBIDDEN),
+    ("agent.browser.close()", FORBIDDEN),
+    ("agent.evaluate('alert(1)')", FORBIDDEN),
+    ("agent.type(''.join(['a']))", FORBIDDEN),
+    ("agent.type(().__class__.__name__)", FORBIDDEN),
+    ("__import__('os').system('true')", FORBIDDEN),
+    ("agent.type(__import__('os').getcwd())", FORBIDDEN),
+    ("open('/etc/passwd')", FORBIDDEN),
+    ("print('hi')", FORBIDDEN),
+    ("eval('1')", FORBIDDEN),
+    ("def f():\n    agent.press('enter')\nf()", FORBIDDEN),
+    ("if True:\n    agent.press('enter')", FORBIDDEN),
+    ("f = agent.type\nf('a')", FORBIDDEN),
+    ("agent = 1", FORBIDDEN),
+    ("agent.type(2 ** 10)", FORBIDDEN),
+    ("agent.type(lambda: 1)", FORBIDDEN),
+    ("for _ in range(10**9):\n    agent.press('enter')", FORBIDDEN),  # ** itself is refused
+    ("for _ in range(1000000000):\n    pass", LIMIT),
+    ("for _ in range(51):\n    agent.press('enter')", LIMIT),
+    ("for _ in range(100):\n    for _ in range(100):\n        x = 1", LIMIT),
+    ("agent.type('a' * 1_000_000)", LIMIT),
+    ("s = 'ab'\nfor _ in range(30):\n    s = s + s\nagent.type(s)", LIMIT),
+    ("agent.type(str(10 * 1000000 * 1000000 * 1000000))", LIMIT),
+    ("agent.type('" + "x" * 30_000 + "')", LIMIT),
+    ("agent.press('f5')", BAD_KEY),
+    ("agent.press('alt+left')", BAD_KEY),
+    ("agent.type(undefined_name)", RUNTIME),
+    ("agent.type('a' - 1)", RUNTIME),
+    ("agent.type(1 // 0)", RUNTIME),
+    ("agent.click_xpath(3)", RUNTIME),
+    ("agent.click_xpath('//a', '//b')", RUNTIME),
+])
+def test_interpreter_refuses_with_the_right_error_class(program, error_class):
+    with pytest.raises(ProgramError) as error:
+        parse_program(program)
+    assert error.value.error_class == error_class, str(error.value)
+
+
+def test_max_actions_is_configurable():
+    assert len(parse_program("for _ in range(5):\n    agent.press('enter')", max_actions=5)) == 5
+    with pytest.raises(ProgramError) as error:
+        parse_program("for _ in range(6):\n    agent.press('enter')", max_actions=5)
+    assert error.value.error_class == LIMIT
+
+
+def test_prompts_extraction_and_keys():
+    environment = WebEnvironment()
+    task = Task(episode_id("click-button", 3), "Instruction: Click on the \"ok\" button.\nHTML: <div></div>",
+                "click-button")
+    messages = environment.explore_prompt(task, few_shot=True)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert ONE_SHOT[0] in messages[0]["content"] and task.question in messages[2]["content"]
+    assert environment.extract_program(messages[1]["content"]) == ONE_SHOT[1]
+    assert environment.explore_prompt(task, few_shot=False)[-1] == messages[-1]
+    refine = environment.refine_prompt(task, "agent.click_xpath('//button')")[0]["content"]
+    assert task.question in refine and "agent.click_xpath('//button')" in refine
+    assert environment.extract_program("I would click it.") == ""
+    assert environment.extract_program("```python\nx = 'a'\nagent.type(x)\n```") == "x = 'a'\nagent.type(x)"
+    assert environment.program_key("agent.type( 'a' )  # hi\n") == environment.program_key('agent.type("a")')
+    assert parse_episode_id("click-button:12") == ("click-button", 12)
+    with pytest.raises(ValueError):
+        parse_episode_id("click-button")
+
+
+def test_make_environment_reads_the_web_keys():
+    settings = {"execution": {"timeout_s": 7, "memory_mb": 512, "workers": 3, "reward_threshold": 0.5,
+                              "max_actions": 9}}
+    environment = make_environment("web", settings, {}, progress=False)
+    assert isinstance(environment, WebEnvironment)
+    assert (environment.limits.timeout_s, environment.workers, environment.reward_threshold,
+            environment.max_actions) == (7, 3, 0.5, 9)
+
+
+# ---- real episodes in headless Chromium ---------------------------------------------------------------
+
+browser = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
+                             reason="no /usr/bin/chromium (make setup installs it)")
+
+EPISODES = [("click-button", 11), ("click-link", 12), ("enter-text", 7), ("click-checkboxes", 5),
+            ("choose-date", 3), ("focus-text", 14), ("copy-paste", 5), ("choose-list", 8)]
+
+
+@pytest.fixture(scope="module")
+def tasks() -> dict[str, Task]:
+    """Real observations, rendered like a data set would be."""
+    observations = WebEnvironment(workers=2).observe(EPISODES)
+    return {name: Task(episode_id(name, seed), text, name) for (name, seed), text in zip(EPISODES, observations)}
+
+
+def _query(task: Task) -> str:
+    return task.question.splitlines()[0].removeprefix("Instruction: ")
+
+
+def _correct_and_wrong(task: Task) -> tuple[str, str]:
+    """A hand-written solution for the episode, read off its observation, and a wrong program."""
+    import re
+
+    query, name = _query(task), task.answer
+    quoted = re.findall(r'"([^"]+)"', query)
+    if name == "click-button":
+        return (f"agent.click_xpath(\"//button[text()='{quoted[0]}']\")",
+                f"agent.click_xpath(\"//button[text()!='{quoted[0]}']\")")
+    if name == "click-link":
+        return (f"agent.click_xpath(\"//span[text()='{quoted[0]}']\")",
+                f"agent.click_xpath(\"//span[@class='alink'][text()!='{quoted[0]}']\")")
+    if name == "enter-text":
+        fill = "agent.click_xpath(\"//input[@id='tt']\")\nagent.type({!r})\nagent.click_xpath(\"//button\")"
+        return fill.format(quoted[0]), fill.format(quoted[0] + "x")
+    if name == "click-checkboxes":
+        wanted = [word.strip() for word in query.removeprefix("Select").split("and click")[0].split(",") if word.strip()]
+        clicks = "".join(f"agent.click_xpath(\"//label[text()='{word}']/input\")\n" for word in wanted)
+        return clicks + "agent.click_xpath(\"//button\")", clicks.splitlines()[0] + "\nagent.click_xpath(\"//button\")" \
+            if len(wanted) > 1 else "agent.click_xpath(\"//button\")"
+    if name == "choose-date":
+        month, day, _ = re.search(r"(\d\d)/(\d\d)/(\d{4})", query).groups()
+        back = 12 - int(month)  # the picker opens on December 2016 (maxDate)
+        program = ("agent.click_xpath(\"//input[@id='datepicker']\")\n"
+                   f"for _ in range({back}):\n    agent.click_xpath(\"//a[@title='Prev']\")\n"
+                   f"agent.click_xpath(\"//a[text()='{int(day)}']\")\nagent.click_xpath(\"//button\")")
+        return program, program.replace(f"text()='{int(day)}'", f"text()='{int(day) % 28 + 1}'")
+    if name == "focus-text":
+        return "agent.click_xpath(\"//input\")", "agent.click_xpath(\"//div[@id='query']\")"
+    if name == "copy-paste":
+        program = ("agent.click_xpath(\"//textarea\")\nagent.press('command+a')\nagent.press('command+c')\n"
+                   "agent.click_xpath(\"//input\")\nagent.press('command+v')\nagent.click_xpath(\"//button\")")
+        return program, program.replace("agent.press('command+v')\n", "agent.type('nothing')\n")
+    if name == "choose-list":
+        word = re.search(r"Select (.+) from the list", query).group(1)
+        program = f"agent.click_option(\"//option[text()='{word}']\")\nagent.click_xpath(\"//button\")"
+        return program, f"agent.click_option(\"//option[text()!='{word}']\")\nagent.click_xpath(\"//button\")"
+    raise AssertionError(name)
+
+
+@pytest.mark.browser
+@browser
+def test_observations_are_deterministic_and_show_the_page(tasks):
+    again = WebEnvironment(workers=1).observe(EPISODES[::-1])[::-1]
+    assert again == [tasks[name].question for name, _ in EPISODES]
+    assert WebEnvironment().observe([("enter-text", 7)]) == [ONE_SHOT[0]]  # the worked example is real
+    date = tasks["choose-date"].question
+    assert date.startswith("Instruction: Select ") and 'id="datepicker"' in date and 'data-wob_ref="' in date
+    assert "Massa amet maecenas varius." in tasks["copy-paste"].question  # a textarea's value is shown
+    with pytest.raises(ValueError):
+        WebEnvironment().observe([("no-such-task", 1)])
+
+
+@pytest.mark.browser
+@browser
+def test_correct_programs_succeed_and_wrong_ones_fail(tasks):
+    environment = WebEnvironment(workers=2)
+    batch, programs = [], []
+    for task in tasks.values():
+        correct, wrong = _correct_and_wrong(task)
+        batch += [task, task]
+        programs += [correct, wrong]
+    results = environment.execute(batch, programs)
+    for task, program, result in zip(batch, programs, results):
+        solved = program == _correct_and_wrong(task)[0]
+        assert result.b == int(solved), (task.id, program, result)
+        if solved:
+            assert result.error_class == "" and result.value == "1"
+        else:
+            assert result.error_class in {"wrong_answer", NOT_DONE, NO_ELEMENT}, (task.id, result)
+    # the reward is MiniWob's own: a threshold above any time-decayed reward fails the same programs
+    strict = WebEnvironment(reward_threshold=1.0).execute(batch[:1], programs[:1])[0]
+    assert (strict.b, strict.error_class, strict.value) == (0, "too_slow", "1")
+
+
+@pytest.mark.browser
+@browser
+def test_page_errors_and_the_post_program_observation(tasks):
+    environment = WebEnvironment(workers=2)
+    date, button = tasks["choose-date"], tasks["click-button"]
+    programs = [
+        "agent.click_xpath(\"//input[@id='datepicker']\")",                               # opens the pop-up
+        "agent.click_xpath(\"//input[@id='datepicker']\")\nagent.click_xpath(\"//a[text()='3']\")\n"
+        "agent.click_xpath(\"//a[text()='4']\")",                                           # the picker closed
+        "agent.click_xpath(\"//*[@data-wob_ref='999']\")",                                 # no such ref
+        "agent.click_xpath(\"//button[\")",                                                 # not an xpath
+        "agent.click_xpath(\"//*[@id='ui-datepicker-div']//a[text()='3']\")",             # hidden pop-up
+        "agent.type('" + "x" * 1_000_000 + "')",                                            # 1 MB of text
+    ]
+    episodes = environment.run([date] * 5 + [button], programs, observe_after=True)
+    classes = [episode.error_class for episode in episodes]
+    assert classes == [NOT_DONE, NO_ELEMENT, NO_ELEMENT, BAD_XPATH, NO_ELEMENT, LIMIT]
+    opened = episodes[0].observation
+    assert "ui-datepicker-div" in opened and "ui-datepicker-div" not in date.question
+    assert opened.split("\nHTML: ")[0] == date.question.split("\nHTML: ")[0]
+    assert episodes[0].raw_reward == 0 and episodes[5].raw_reward is None
+
+
+def _hostile_pages(root: Path) -> Path:
+    """MiniWob-style pages (MiniWob's own core.js) that navigate away, hang, or solve."""
+    (root / "core").symlink_to(miniwob_html_dir().parent / "core")
+    pages = root / "miniwob"
+    pages.mkdir()
+    (pages / "elsewhere.html").write_text("<html><body>not a task</body></html>")
+    (pages / "hostile.html").write_text("""<!DOCTYPE html><html><head>
+<link rel="stylesheet" type="text/css" href="../core/core.css">
+<script src="../core/core.js"></script>
+<script>
+var genProblem = function() {
+  document.getElementById('query').textContent = 'Click ok.';
+  document.getElementById('area').innerHTML =
+    '<a id="away" href="elsewhere.html">away</a> <button id="hang">hang</button> <button id="ok">ok</button>';
+  document.getElementById('ok').onclick = function() { core.endEpisode(1.0, true); };
+  document.getElementById('hang').onclick = function() { while (true) {} };
+};
+window.onload = function() { core.startEpisode(); };
+</script></head>
+<body><div id="wrap"><div id="query"></div><div id="area"></div></div></body></html>""")
+    return pages
+
+
+@pytest.mark.browser
+@browser
+def test_navigation_hangs_and_timeouts_fail_only_their_episode(tmp_path):
+    environment = WebEnvironment(workers=1, html_dir=_hostile_pages(tmp_path), limits=Limits(timeout_s=2.0))
+    task = Task(episode_id("hostile", 1), "", "hostile")
+    ok, away, hang = ("agent.click_xpath(\"//button[@id='ok']\")", "agent.click_xpath(\"//a[@id='away']\")",
+                      "agent.click_xpath(\"//button[@id='hang']\")")
+    started = time.monotonic()
+    results = environment.execute([task] * 4, [away, ok, hang, ok])  # one page: each failure is recycled
+    assert [(r.b, r.error_class) for r in results] == [(0, NAVIGATED), (1, ""), (0, TIMEOUT), (1, "")]
+    assert time.monotonic() - started < 15
+    # a stock task whose program outlasts the episode timeout
+    slow = WebEnvironment(workers=1, limits=Limits(timeout_s=0.3))
+    program = "agent.click_xpath(\"//input[@id='tt']\")\nfor _ in range(40):\n    agent.type('" + "a" * 500 + "')"
+    started = time.monotonic()
+    assert slow.execute([Task(episode_id("enter-text", 7), "", "enter-text")], [program])[0].error_class == TIMEOUT
+    assert time.monotonic() - started < 5
+
+
+def _chromium_children() -> list[int]:
+    """Chromium processes descending from this test process."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = (int(fields[1]), (entry / "cmdline").read_bytes())
+            except (OSError, IndexError):
+                continue
+    found = []
+    for pid, (_, cmdline) in parents.items():
+        ancestor = pid
+        while ancestor in parents and ancestor != os.getpid():
+            ancestor = parents[ancestor][0]
+        if ancestor == os.getpid() and b"chromium" in cmdline and b"--type=" not in cmdline:
+            found.append(pid)
+    return found
+
+
+@pytest.mark.browser
+@browser
+def test_a_killed_browser_fails_the_remaining_episodes_and_the_call_returns(tasks):
+    button = tasks["click-button"]
+    correct = _correct_and_wrong(button)[0]
+
+    def kill_when_running() -> None:
+        for _ in range(200):
+            if _chromium_children():
+                time.sleep(3.0)  # start-up takes ~1.5 s; then ~20 episodes/s
+                for pid in _chromium_children():
+                    os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_running)
+    killer.start()
+    started = time.monotonic()
+    results = WebEnvironment(workers=2).execute([button] * 400, [correct] * 400)
+    killer.join()
+    assert time.monotonic() - started < 60
+    solved = [r for r in results if r.b]
+    failed = [r for r in results if not r.b]
+    assert solved and failed and len(solved) + len(failed) == 400
+    assert {r.error_class for r in failed} <= {BROWSER_CRASH, PAGE_CRASH}
+    assert results[-1].error_class == BROWSER_CRASH
+    assert not _chromium_children()
+
+
+@pytest.mark.browser
+@browser
+def test_keyboard_interrupt_closes_the_browser(tasks):
+    button = tasks["click-button"]
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        WebEnvironment(workers=2).execute([button] * 2000, [_correct_and_wrong(button)[0]] * 2000)
+    timer.join()
+    time.sleep(0.5)
+    assert not _chromium_children()
