@@ -3,7 +3,13 @@ import re
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from envisions_flow.config import ConfigError, check, dataset_spec, domain_settings
+from envisions_flow.config import (
+    ConfigError,
+    check,
+    dataset_spec,
+    domain_settings,
+    train_dataset,
+)
 from envisions_flow.runs import (
     all_run_dirs,
     check_runs,
@@ -75,6 +81,13 @@ def artifact(run, iteration, name, extension="parquet"):
         domain, run_name = parse_run_dir(run)
         run = shared_run_dir(config, domain, run_name, *SHARED[name])
     return f"results/{run}/iter{iteration}/{name}.{extension}"
+
+
+def train_data(wildcards):
+    """The tasks iteration i explores: the domain's train set, or its own fresh episodes (web)."""
+    domain = parse_run_dir(wildcards.run)[0]
+    name = train_dataset(config, domain, int(wildcards.iteration))
+    return f"results/{domain}/data/{name}.parquet"
 
 
 def explore_params(wildcards):

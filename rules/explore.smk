@@ -1,6 +1,6 @@
 rule explore:
     input:
-        tasks=lambda wildcards: f"results/{parse_run_dir(wildcards.run)[0]}/data/train.parquet",
+        tasks=train_data,
         model=policy_for_sampling,
     output:
         "results/{run}/iter{iteration}/samples.parquet",

@@ -223,6 +223,8 @@ def load_tasks(spec: dict[str, Any], key: str, domain: str = "math") -> pd.DataF
 def check_source(spec: dict[str, Any], key: str) -> None:
     """Cheap start-up check of a dataset spec: file exists, is readable, has the mapped fields, is not empty."""
     spec = with_preset(spec)
+    if spec.get("fresh_seeds") and spec.get("kind") != "miniwob":
+        raise DataError(f"{key}.fresh_seeds: only miniwob data draws fresh episodes per iteration")
     if spec.get("kind") == "file":
         path = Path(spec.get("path", ""))
         normalise(_read_file(path, key), {**spec, "limit": 1}, key, str(path))
@@ -328,7 +330,12 @@ _SEED_RANGE = 2**30  # train seeds lie in [0, 2^30), test seeds in [2^30, 2^31):
 
 
 def miniwob_episodes(spec: dict[str, Any], key: str) -> list[tuple[str, int]]:
-    """(task name, seed) pairs: `episodes` per task, seeds hashed from (seed, task, index) into the split's range."""
+    """(task name, seed) pairs: `episodes` per task, seeds hashed from (seed, task, index) into the split's range.
+
+    With `fresh_seeds`, iteration i (`spec["iteration"]`, default 1) gets the i-th block of
+    `episodes` distinct seeds of each task's sequence, so every iteration explores new
+    episodes (the authors' seed = id + 50 * iteration) and iteration 1 equals the static set.
+    """
     from .environments.web import miniwob_html_dir
 
     names = spec.get("tasks", MINIWOB_TASKS)
@@ -343,16 +350,21 @@ def miniwob_episodes(spec: dict[str, Any], key: str) -> list[tuple[str, int]]:
     split = spec.get("split", "train")
     if split not in {"train", "test"}:
         raise DataError(f"{key}.split: miniwob data has splits train and test (got {split!r})")
+    block = int(spec.get("iteration", 1)) if spec.get("fresh_seeds") else 1
     offset = _SEED_RANGE if split == "test" else 0
     out = []
     for name in names:
-        seeds: set[int] = set()
-        for index in range(episodes * 10):
-            if len(seeds) == episodes:
+        seeds: list[int] = []
+        seen: set[int] = set()
+        for index in range(episodes * block * 10):
+            if len(seeds) == episodes * block:
                 break
             digest = hashlib.sha256(f"{spec.get('seed', 0)}:{name}:{index}".encode()).hexdigest()
-            seeds.add(offset + int(digest[:8], 16) % _SEED_RANGE)
-        out += [(name, seed) for seed in sorted(seeds)]
+            seed = offset + int(digest[:8], 16) % _SEED_RANGE
+            if seed not in seen:
+                seen.add(seed)
+                seeds.append(seed)
+        out += [(name, seed) for seed in sorted(seeds[episodes * (block - 1):])]
     return out
 
 

@@ -28,6 +28,9 @@ from .selection import filter_trajectories, preference_pairs, select_training_se
 
 log = logging.getLogger("envisions_flow")
 
+# Error classes of programs that ran to the end (web: the episode also ended too slowly, or not at all).
+EXECUTED = {"", "wrong_answer", "no_answer", "too_slow", "not_done"}
+
 
 def _tasks(frame: pd.DataFrame) -> list[Task]:
     return [Task(row.id, row.question, row.answer) for row in frame.itertuples()]
@@ -214,12 +217,14 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
                          "completion": generation.text, "program": program, "value": result.value, "b": result.b,
                          "error_class": result.error_class, "refined_program": refined, "refined_b": b_refined})
         classes = Counter(result.error_class or "correct" for result in results)
-        executable = sum(result.error_class in {"", "wrong_answer", "no_answer"} for result in results)
+        executable = sum(result.error_class in EXECUTED for result in results)
         summary[name] = {"accuracy": sum(result.b for result in results) / len(results), "n": len(results),
                          "correct": sum(result.b for result in results), "executable_rate": executable / len(results),
                          "held_in": bool(spec.get("held_in", True)), "outcomes": dict(classes)}
         if self_refine:
             summary[name]["accuracy_self_refined"] = sum(refined_b) / len(results)
+        if domain == "web":
+            summary[name].update(_web_success(tasks, results))
         log.info("%s %s: accuracy %.3f on %d", out_json, name, summary[name]["accuracy"], len(results))
     art.write_table(rows, out_parquet, art.EVAL)
     domain_, run_name = parse_run_dir(run)
@@ -228,7 +233,31 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
                               "average": _mean([entry["accuracy"] for entry in summary.values()])}
     if self_refine:
         report["average_self_refined"] = _mean([entry["accuracy_self_refined"] for entry in summary.values()])
+    if domain == "web":
+        report["average_raw_success"] = _mean([entry["raw_success"] for entry in summary.values()])
     art.write_json(report, out_json)
+
+
+def _raw_success(result: Any) -> int:
+    """MiniWob's raw reward (Execution.value) above 0: solved, however slowly (b also needs the time-decayed
+    reward to reach the threshold)."""
+    return int(result.value is not None and float(result.value) > 0)
+
+
+def _web_success(tasks: Sequence[Task], results: Sequence[Any]) -> dict[str, Any]:
+    """Raw success over the test set, and success per MiniWob task (paper Table 11; Task.answer = task name)."""
+    per_task: dict[str, dict[str, Any]] = {}
+    for task, result in zip(tasks, results):
+        entry = per_task.setdefault(task.answer, {"n": 0, "correct": 0, "raw_correct": 0})
+        entry["n"] += 1
+        entry["correct"] += result.b
+        entry["raw_correct"] += _raw_success(result)
+    for entry in per_task.values():
+        entry["success"] = entry["correct"] / entry["n"]
+        entry["raw_success"] = entry["raw_correct"] / entry["n"]
+    return {"raw_success": sum(_raw_success(result) for result in results) / len(results),
+            "task_average": _mean([entry["success"] for entry in per_task.values()]),
+            "per_task": dict(sorted(per_task.items()))}
 
 
 def _mean(values: Sequence[float]) -> float:
