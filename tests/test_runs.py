@@ -22,6 +22,7 @@ from envisions_flow.runs import (
     run_settings,
     runs_of,
     shared_run_dir,
+    training_plan,
 )
 from envisions_flow.selection import (
     filter_trajectories,
@@ -160,3 +161,37 @@ def test_exploration_metrics_accumulate_over_iterations():
 def test_correct_unique_counts_distinct_correct_programs_per_input():
     pool = _pool([("x", "p1", 1, -0.1), ("x", "p1", 1, -0.2), ("y", "p1", 1, -0.3), ("y", "n", 0, -0.1)])
     assert correct_unique(pool) == 2
+
+
+def test_teacher_and_judge_methods():
+    assert method_strategy("distill") == {**ENVISIONS, "refine": False, "pool": False, "l2": False,
+                                          "explorer": "teacher"}
+    assert method_strategy("self_rewarding") == {**ENVISIONS, "refine": False, "pool": False, "l2": False,
+                                                 "sft": "never", "dpo": True, "init": "previous", "labels": "judge"}
+    config = _config({"distill": {"method": "distill"}})
+    assert run_settings(config, "math", "distill")["iterations"] == 1
+    assert run_settings(config, "math", "distill")["explore"]["k"] == 1
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"runs\.distill\.overrides\.teacher\.base_url: a teacher run needs"):
+        check_runs(config, schema)
+
+
+def test_a_warmed_up_judge_run_does_not_share_the_base_models_samples():
+    config = _config({"sr": {"method": "self_rewarding"},
+                      "sr_warm": {"method": "self_rewarding", "overrides": {"self_rewarding": {"warmup": "oa.jsonl"}}}})
+    keys = (("train", "explore"), ("explorer",))
+    assert shared_run_dir(config, "math", "sr", *keys) == "math"
+    assert shared_run_dir(config, "math", "sr_warm", *keys) == "math/sr_warm"
+
+
+@pytest.mark.parametrize(("method", "iteration", "plan"), [
+    ("envisions", 3, {"sft": True, "l2": True, "dpo": False}),
+    ("no_l2", 3, {"sft": True, "l2": False, "dpo": False}),
+    ("star", 1, {"sft": True, "l2": False, "dpo": False}),
+    ("sft_dpo", 2, {"sft": True, "l2": False, "dpo": True}),
+    ("eto", 1, {"sft": True, "l2": False, "dpo": True}),  # behaviour cloning once ...
+    ("eto", 2, {"sft": False, "l2": False, "dpo": True}),  # ... then DPO only
+    ("self_rewarding", 1, {"sft": False, "l2": False, "dpo": True}),
+])
+def test_each_method_trains_with_its_own_losses(method, iteration, plan):
+    assert training_plan(method_strategy(method), iteration) == plan
