@@ -13,6 +13,7 @@ from envisions_flow.config import (
 from envisions_flow.runs import (
     all_run_dirs,
     check_runs,
+    first_policy,
     parse_run_dir,
     run_dir,
     run_settings,
@@ -96,28 +97,51 @@ def explore_params(wildcards):
     return settings(wildcards, "explore", *(["teacher"] if teacher else []))
 
 
-def checkpoint(run, iteration):
+def checkpoint_dir(run, iteration):
     return f"results/{run}/iter{iteration}/checkpoint"
 
 
+def first_model(run):
+    """The policy before iteration 1: the base model, or its warm-up fine-tune (Self-Rewarding)."""
+    if first_policy(run_settings(config, *parse_run_dir(run))):
+        return f"results/{run}/warmup/checkpoint"
+    return BASE_MODEL
+
+
 def policy_for_sampling(wildcards):
-    """Iteration 1 samples with the base model, iteration i with the checkpoint of i-1."""
+    """Iteration 1 samples with the first policy, iteration i with the checkpoint of i-1."""
     iteration = int(wildcards.iteration)
-    return BASE_MODEL if iteration <= 1 else checkpoint(wildcards.run, iteration - 1)
+    if iteration <= 1:
+        return first_model(wildcards.run)
+    return checkpoint_dir(wildcards.run, iteration - 1)
 
 
 def policy_for_eval(wildcards):
     """Iteration 0 is the untrained base model; iteration i is its checkpoint."""
     iteration = int(wildcards.iteration)
-    return BASE_MODEL if iteration == 0 else checkpoint(wildcards.run, iteration)
+    return BASE_MODEL if iteration == 0 else checkpoint_dir(wildcards.run, iteration)
 
 
 def init_model(wildcards):
     """ENVISIONS trains the base model from scratch; continual methods the previous checkpoint."""
     iteration = int(wildcards.iteration)
-    if strategy(wildcards.run)["init"] == "previous" and iteration > 1:
-        return checkpoint(wildcards.run, iteration - 1)
+    if strategy(wildcards.run)["init"] == "previous":
+        return (
+            checkpoint_dir(wildcards.run, iteration - 1)
+            if iteration > 1
+            else first_model(wildcards.run)
+        )
     return BASE_MODEL
+
+
+def select_inputs(wildcards):
+    """The pool; and for runs labelled by their own judge, the samples and their judgments."""
+    run, iteration = wildcards.run, wildcards.iteration
+    inputs = {"pool": f"results/{run}/iter{iteration}/pool.parquet"}
+    if strategy(run)["labels"] == "judge":
+        inputs["samples"] = artifact(run, iteration, "samples")
+        inputs["judgments"] = f"results/{run}/iter{iteration}/judgments.parquet"
+    return inputs
 
 
 def explored(wildcards):

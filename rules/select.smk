@@ -15,7 +15,7 @@ rule pool:
 
 rule select:
     input:
-        "results/{run}/iter{iteration}/pool.parquet",
+        unpack(select_inputs),
     output:
         u1="results/{run}/iter{iteration}/u1.parquet",
         u2="results/{run}/iter{iteration}/u2.parquet",
@@ -28,3 +28,21 @@ rule select:
         strategy=lambda wildcards: strategy(wildcards.run),
     script:
         "../scripts/select.py"
+
+
+rule judge:
+    input:
+        samples=explored,
+        model=policy_for_sampling,
+    output:
+        "results/{run}/iter{iteration}/judgments.parquet",
+    log:
+        "results/logs/{run}/iter{iteration}/judge.log",
+    conda:
+        "../envs/model.yaml"
+    threads: 2
+    params:
+        settings=lambda wildcards: settings(wildcards, "self_rewarding"),
+        generation=config["generation"],
+    script:
+        "../scripts/judge.py"

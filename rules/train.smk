@@ -15,3 +15,19 @@ rule train:
         strategy=lambda wildcards: strategy(wildcards.run),
     script:
         "../scripts/train.py"
+
+
+rule warmup:
+    input:
+        BASE_MODEL,
+    output:
+        directory("results/{run}/warmup/checkpoint"),
+    log:
+        "results/logs/{run}/warmup.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    params:
+        settings=lambda wildcards: settings(wildcards, "training", "self_rewarding"),
+    script:
+        "../scripts/warmup.py"

@@ -6,7 +6,9 @@ with rule_job(snakemake):
         snakemake.config,
         snakemake.wildcards.run,
         int(snakemake.wildcards.iteration),
-        snakemake.input[0],
+        snakemake.input[0],  # the pool
         snakemake.output.u1,
         snakemake.output.u2,
+        snakemake.input.get("samples"),
+        snakemake.input.get("judgments"),
     )

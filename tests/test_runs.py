@@ -22,6 +22,7 @@ from envisions_flow.runs import (
     run_settings,
     runs_of,
     shared_run_dir,
+    training_plan,
 )
 from envisions_flow.selection import (
     filter_trajectories,
@@ -160,3 +161,85 @@ def test_exploration_metrics_accumulate_over_iterations():
 def test_correct_unique_counts_distinct_correct_programs_per_input():
     pool = _pool([("x", "p1", 1, -0.1), ("x", "p1", 1, -0.2), ("y", "p1", 1, -0.3), ("y", "n", 0, -0.1)])
     assert correct_unique(pool) == 2
+
+
+def test_teacher_and_judge_methods():
+    assert method_strategy("distill") == {**ENVISIONS, "refine": False, "pool": False, "l2": False,
+                                          "explorer": "teacher"}
+    assert method_strategy("self_rewarding") == {**ENVISIONS, "refine": False, "pool": False, "l2": False,
+                                                 "sft": "never", "dpo": True, "init": "previous", "labels": "judge"}
+    config = _config({"distill": {"method": "distill"}})
+    assert run_settings(config, "math", "distill")["iterations"] == 1
+    assert run_settings(config, "math", "distill")["explore"]["k"] == 1
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"runs\.distill\.overrides\.teacher\.base_url: a teacher run needs"):
+        check_runs(config, schema)
+
+
+def test_a_warmed_up_judge_run_does_not_share_the_base_models_samples():
+    config = _config({"sr": {"method": "self_rewarding"},
+                      "sr_warm": {"method": "self_rewarding", "overrides": {"self_rewarding": {"warmup": "oa.jsonl"}}}})
+    keys = (("train", "explore"), ("explorer",))
+    assert shared_run_dir(config, "math", "sr", *keys) == "math"
+    assert shared_run_dir(config, "math", "sr_warm", *keys) == "math/sr_warm"
+
+
+@pytest.mark.parametrize(("method", "iteration", "plan"), [
+    ("envisions", 3, {"sft": True, "l2": True, "dpo": False}),
+    ("no_l2", 3, {"sft": True, "l2": False, "dpo": False}),
+    ("star", 1, {"sft": True, "l2": False, "dpo": False}),
+    ("sft_dpo", 2, {"sft": True, "l2": False, "dpo": True}),
+    ("eto", 1, {"sft": True, "l2": False, "dpo": True}),  # behaviour cloning once ...
+    ("eto", 2, {"sft": False, "l2": False, "dpo": True}),  # ... then DPO only
+    ("self_rewarding", 1, {"sft": False, "l2": False, "dpo": True}),
+])
+def test_each_method_trains_with_its_own_losses(method, iteration, plan):
+    assert training_plan(method_strategy(method), iteration) == plan
+
+
+def _write_iteration(directory, explored_rows, refined_rows):
+    from envisions_flow import artifacts as art
+
+    def generations(rows):
+        return [{"id": i, "sample_idx": k, "question": "Q", "answer": "1", "prompt": "p", "completion": prog,
+                 "program": prog, "n_tokens": 3, "logprob_sum": -3 * r, "self_reward": -r, "source_program": ""}
+                for i, k, prog, _, r in rows]
+
+    def executions(rows):
+        return [{"id": i, "sample_idx": k, "b": b, "value": None, "error_class": "" if b else "wrong_answer",
+                 "duration_s": 0.0} for i, k, _, b, _ in rows]
+
+    paths = {}
+    for name, rows in (("samples", explored_rows), ("refinements", refined_rows)):
+        art.write_table(generations(rows), directory / f"{name}.parquet", art.GENERATIONS)
+        art.write_table(executions(rows), directory / f"{name}.exec.parquet", art.EXECUTIONS)
+        paths[name] = str(directory / f"{name}.parquet")
+        paths[f"{name}_exec"] = str(directory / f"{name}.exec.parquet")
+    return paths
+
+
+@pytest.mark.parametrize(("run", "programs"), [
+    # ENVISIONS: the previous pool plus the better of (a, ã) per sample
+    ("envisions", {"return 1", "return 1 + 0", "return 2"}),
+    # w/o long-term memory: this iteration only
+    ("no_pool", {"return 1 + 0", "return 2"}),
+    # w/o self-refine: the explored samples only, on top of the pool
+    ("no_refine", {"return 1", "return 3", "return 2"}),
+])
+def test_what_enters_the_pool_depends_on_the_method(tmp_path, run, programs):
+    from envisions_flow import artifacts as art
+    from envisions_flow.stages import build_pool
+
+    config = _config({"no_pool": {"method": "no_pool"}, "no_refine": {"method": "no_refine"}})
+    config["domains"]["math"]["execution"].update({"memory_mb": 512, "workers": 1})
+    previous = tmp_path / "previous.parquet"
+    art.write_table([{"id": "x", "question": "Q", "answer": "1", "program": "return 1", "program_key": "return 1",
+                      "b": 1, "self_reward": -0.1, "origin": "explore", "iteration": 1, "sample_idx": 0}],
+                    previous, art.POOL)
+    # sample 0: a wrong explored program, refined into a correct one; sample 1: a wrong one kept wrong
+    paths = _write_iteration(tmp_path, [("x", 0, "return 3", 0, 0.5), ("x", 1, "return 2", 0, 0.2)],
+                             [("x", 0, "return 1 + 0", 1, 0.4), ("x", 1, "return 4", 0, 0.9)])
+    out = tmp_path / "pool.parquet"
+    build_pool(config, run_dir("math", run), 2, str(previous), paths["samples"], paths["samples_exec"],
+               paths["refinements"], paths["refinements_exec"], str(out))
+    assert set(art.read_table(out, art.POOL)["program"]) == programs

@@ -225,18 +225,23 @@ def test_logic_domain_runs_through_selection(tmp_path: Path, base_model: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, base_model: Path, teacher_server):
     workdir = workflow_copy(tmp_path / "wf")
     shutil.copytree(base_model, workdir / "results" / "models" / "base")
     config = merged({"domains": {"math": {"iterations": 2}}})
     teacher = {"base_url": teacher_server["base_url"], "model": teacher_server["model"]}
+    warmup = tmp_path / "warmup.jsonl"
+    warmup.write_text('{"prompt": "Say hi.", "completion": "Hi!"}\n{"prompt": "2 + 2?", "completion": "4"}\n')
     config["runs"] = {"fewshot": {"method": "fewshot"}, "star": {"method": "star"},
                       "sft_dpo": {"method": "sft_dpo"},
                       "refined_eval": {"method": "envisions", "overrides": {"eval": {"self_refine": True}}},
-                      "distill": {"method": "distill", "overrides": {"teacher": teacher}}}
+                      "distill": {"method": "distill", "overrides": {"teacher": teacher}},
+                      "self_rewarding": {"method": "self_rewarding", "overrides": {
+                          "iterations": 1, "self_rewarding": {"warmup": str(warmup), "judge_max_new_tokens": 24}}}}
     targets = ["results/math/sft_dpo/analysis.parquet", "results/math/star/iter1/u1.parquet",
                "results/math/fewshot/summary.md", "results/math/refined_eval/iter0/eval.json",
-               "results/math/distill/summary.md"]
+               "results/math/distill/summary.md", "results/math/self_rewarding/iter1/checkpoint"]
     snakemake(workdir, *targets, config=config)
     results = workdir / "results" / "math"
 
@@ -282,3 +287,15 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, ba
     assert len((workdir / "results" / "teacher_cache").glob("*.jsonl").__next__().read_text().splitlines()) == 3
     assert not (results / "distill" / "iter2").exists()
     assert len((results / "distill" / "summary.md").read_text().splitlines()) == 4
+
+    # Self-Rewarding: warmed-up policy samples and judges itself; DPO on judged pairs from the warm-up model
+    judged = results / "self_rewarding" / "iter1"
+    assert (judged / "samples.parquet").is_file()  # a warmed-up policy's samples are its own
+    judgments = art.read_table(judged / "judgments.parquet", art.JUDGMENTS)
+    assert len(judgments) == 6 and judgments["judgment"].str.len().gt(0).all()
+    assert ((judgments["score"] >= 0) & (judgments["score"] <= 5) | judgments["score"].isna()).all()
+    training = yaml.safe_load((judged / "checkpoint" / "training.json").read_text())
+    assert training["init_model"] == "results/math/self_rewarding/warmup/checkpoint"
+    assert training["train_examples"] == 0
+    warm = yaml.safe_load((results / "self_rewarding" / "warmup" / "checkpoint" / "training.json").read_text())
+    assert warm["train_examples"] == 2

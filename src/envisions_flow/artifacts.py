@@ -108,6 +108,16 @@ EVAL = pa.schema(
     ]
 )
 
+# The policy's own verdict on each sample (Self-Rewarding): mean rubric score 0-5, null when unparsable.
+JUDGMENTS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("score", pa.float64()),
+        ("judgment", pa.string()),
+    ]
+)
+
 # Δlog p (paper Fig. 5b): per-token log-probs of a⁺ and a⁻ of each U2 pair under a checkpoint.
 MARGINS = pa.schema(
     [

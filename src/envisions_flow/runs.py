@@ -14,6 +14,7 @@ copy of it:
 - dpo:     DPO on (a⁺, a⁻) pairs after SFT, the SFT model as the reference
 - init:    train from the base model each iteration, or continue the previous checkpoint
 - explorer: who writes the samples: the policy, or a teacher endpoint (distill-then-finetune)
+- labels:  what decides a⁺ and a⁻: the environment, or the policy as its own judge (Self-Rewarding)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .config import ConfigError, domain_settings
 DEFAULT_RUN = "envisions"
 
 ENVISIONS = {"refine": True, "pool": True, "ranking": "self_reward", "l2": True, "sft": "every", "dpo": False,
-             "init": "base", "explorer": "policy"}
+             "init": "base", "explorer": "policy", "labels": "env"}
 
 # Each method is ENVISIONS with the strategy keys it changes (paper Section 4.2, Table 3, Appendix C.9).
 METHODS: dict[str, dict[str, Any]] = {
@@ -40,6 +41,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "sft_dpo": {"refine": False, "l2": False, "dpo": True, "init": "previous"},
     # ETO: behaviour cloning once, then DPO on (success, failure) pairs from each exploration
     "eto": {"refine": False, "l2": False, "sft": "first", "dpo": True, "init": "previous"},
+    # Self-Rewarding: the policy judges its own samples; DPO on judged pairs from the previous model
+    "self_rewarding": {"refine": False, "pool": False, "l2": False, "sft": "never", "dpo": True,
+                       "init": "previous", "labels": "judge"},
     # distill-then-finetune: one teacher answer per input, SFT on the correct ones
     "distill": {"refine": False, "pool": False, "l2": False, "explorer": "teacher"},
     # Table 3 ablations
@@ -62,6 +66,12 @@ def method_strategy(method: str) -> dict[str, Any]:
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not implemented (available: {', '.join(sorted(METHODS))})")
     return {**ENVISIONS, **METHODS[method]}
+
+
+def training_plan(strategy: dict[str, Any], iteration: int) -> dict[str, bool]:
+    """Which losses an iteration trains with: SFT on U1, L2 on U2 (with SFT), DPO on U2."""
+    sft = strategy["sft"] == "every" or (strategy["sft"] == "first" and iteration == 1)
+    return {"sft": sft, "l2": sft and strategy["l2"], "dpo": strategy["dpo"]}
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +156,13 @@ def check_runs(config: dict[str, Any], schema: dict[str, Any]) -> None:
                                           f"{key}")
 
 
+def first_policy(settings: dict[str, Any]) -> str | None:
+    """The warm-up data set a run's first policy was fine-tuned on (Self-Rewarding), None for the base model."""
+    if settings["strategy"]["labels"] == "judge":
+        return (settings.get("self_rewarding") or {}).get("warmup")
+    return None
+
+
 def shared_run_dir(config: dict[str, Any], domain: str, run: str, keys: tuple[str, ...],
                    strategy_keys: tuple[str, ...] = ()) -> str:
     """The first run whose settings under `keys` (and strategy flags) equal this run's.
@@ -158,6 +175,7 @@ def shared_run_dir(config: dict[str, Any], domain: str, run: str, keys: tuple[st
         settings = run_settings(config, domain, name)
         picked = {key: settings.get(key) for key in keys}
         picked["strategy"] = {key: settings["strategy"][key] for key in strategy_keys}
+        picked["policy"] = first_policy(settings)
         return json.dumps(picked, sort_keys=True, default=str)
 
     own = signature(run)

@@ -23,7 +23,7 @@ from .config import dataset_key, dataset_spec
 from .datasets import load_tasks
 from .environments import Environment, Task, make_environment
 from .generation import Generation, OpenAIChatBackend, load_backend
-from .runs import method_of, parse_run_dir, run_settings
+from .runs import method_of, parse_run_dir, run_settings, training_plan
 from .selection import filter_trajectories, preference_pairs, select_training_sets, update_pool
 
 log = logging.getLogger("envisions_flow")
@@ -148,15 +148,56 @@ def build_pool(config: dict[str, Any], run: str, iteration: int, previous_pool: 
              int((pool["b"] == 1).sum()), int((chosen["origin"] == "refine").sum()))
 
 
-def select(config: dict[str, Any], run: str, iteration: int, pool_path: str, out_u1: str, out_u2: str) -> None:
-    """U1 (Eq. 3) and U2 (Eq. 5) from the pool; for DPO methods U2 holds the preference pairs."""
+def judge(config: dict[str, Any], run: str, iteration: int, samples_path: str, model_dir: str, out: str) -> None:
+    """Self-Rewarding: the policy scores each of its samples with the LLM-as-a-judge rubric."""
+    from .judging import score_all
+
+    options = _settings(config, run)["self_rewarding"]
+    samples = art.read_table(samples_path, art.GENERATIONS)
+    started = time.monotonic()
+    scores = score_all(_backend(config, model_dir), _tasks(samples), list(samples["program"]),
+                       int(options["judge_samples"]), int(options["judge_max_new_tokens"]), _seed(config, iteration, 4))
+    rows = [{"id": row.id, "sample_idx": row.sample_idx, "score": score, "judgment": text}
+            for row, (score, text) in zip(samples.itertuples(), scores)]
+    art.write_table(rows, out, art.JUDGMENTS)
+    log.info("%s: %d judged, %d without a score, in %.0f s", out, len(rows), sum(r["score"] is None for r in rows),
+             time.monotonic() - started)
+
+
+def warmup(config: dict[str, Any], run: str, base_model: str, out: str) -> None:
+    """Self-Rewarding's warm-up: SFT of the base model on instruction data before the first iteration."""
+    from .generation import render_chat
+    from .judging import load_warmup
+    from .training import _tokenizer, train as run_training
+
+    settings = _settings(config, run)
+    tokenizer = _tokenizer(base_model)
+    examples = [{"prompt": render_chat(tokenizer, [{"role": "user", "content": e["prompt"]}]),
+                 "completion": e["completion"], "loss": "warmup"}
+                for e in load_warmup(settings["self_rewarding"]["warmup"])]
+    metrics = run_training(base_model, examples, settings["training"], out)
+    log.info("%s: warmed up on %d examples: %s", out, len(examples), metrics)
+
+
+def select(config: dict[str, Any], run: str, iteration: int, pool_path: str, out_u1: str, out_u2: str,
+           samples_path: str | None = None, judgments_path: str | None = None) -> None:
+    """U1 (Eq. 3) and U2 (Eq. 5) from the pool; for DPO methods U2 holds the preference pairs.
+
+    Runs labelled by their own judge take their pairs from the judgments of
+    this iteration's samples instead of from the environment's verdicts.
+    """
     settings = _settings(config, run)
     selection, strategy = settings["selection"], settings["strategy"]
     pool = art.read_table(pool_path, art.POOL)
     seed = _seed(config, iteration, 3)
     n1, n2 = int(selection["n1"]), int(selection["n2"])
     u1, u2 = select_training_sets(pool, n1, n2, selection["u1_rule"], strategy["ranking"], seed)
-    if strategy["dpo"]:
+    if strategy["labels"] == "judge":
+        from .judging import judged_pairs
+
+        u2 = judged_pairs(art.read_table(samples_path, art.GENERATIONS), art.read_table(judgments_path, art.JUDGMENTS),
+                          n2)
+    elif strategy["dpo"]:
         u2 = preference_pairs(pool, n2, strategy["ranking"], seed)
     art.write_table(u1, out_u1, art.U1)
     art.write_table(u2, out_u2, art.U2)
@@ -173,10 +214,10 @@ def train(config: dict[str, Any], run: str, iteration: int, init_model: str, u1_
     environment = _environment(config, run)
     tokenizer = _tokenizer(init_model)
     u1, u2 = art.read_table(u1_path, art.U1), art.read_table(u2_path, art.U2)
-    sft = strategy["sft"] == "every" or (strategy["sft"] == "first" and iteration == 1)
-    examples = build_examples(u1 if sft else u1.iloc[0:0], u2 if sft and strategy["l2"] else u2.iloc[0:0],
+    plan = training_plan(strategy, iteration)
+    examples = build_examples(u1 if plan["sft"] else u1.iloc[0:0], u2 if plan["l2"] else u2.iloc[0:0],
                               environment, tokenizer)
-    pairs = build_pairs(u2, environment, tokenizer) if strategy["dpo"] else []
+    pairs = build_pairs(u2, environment, tokenizer) if plan["dpo"] else []
     metrics = run_training(init_model, examples, settings["training"], out, pairs, settings["dpo"])
     log.info("%s: trained from %s on %d SFT examples and %d DPO pairs: %s", out, init_model, len(examples),
              len(pairs), metrics)
