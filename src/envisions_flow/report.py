@@ -184,7 +184,7 @@ class Table:
 
     def markdown(self) -> str:
         body = self.frame.to_markdown(index=False, stralign="right", disable_numparse=True)
-        notes = "".join(f"\n- {note}" for note in self.notes)
+        notes = "" if list(self.frame.columns) == ["note"] else "".join(f"\n- {note}" for note in self.notes)
         return f"## {self.title}\n\n{body}\n{notes}\n"
 
     def write(self, md: str | Path, csv: str | Path, tex: str | Path) -> None:
