@@ -121,6 +121,9 @@ def _paper_note(config: dict[str, Any], table: str) -> str:
     label = paper_numbers()["models"][model]
     if not paper_numbers()[table].get(model):
         return f"The paper gives no {label} numbers for this table."
+    if table == "table9":
+        return (f"Columns marked 'paper' are the published {label} numbers per domain (Agent = web); "
+                f"'− paper' is this run minus the paper, in points.")
     return (f"Rows marked 'paper' are the published {label} numbers for the test sets whose names match the "
             f"paper's; 'Δ' is this run minus the paper, in points.")
 
@@ -402,7 +405,7 @@ def _panels(domains: Sequence[str]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, max(1, len(domains)), figsize=(4.2 * max(1, len(domains)), 3.6), squeeze=False)
+    figure, axes = plt.subplots(1, max(1, len(domains)), figsize=(max(6.4, 4.2 * len(domains)), 3.8), squeeze=False)
     return plt, figure, list(axes[0])
 
 
