@@ -9,6 +9,9 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/model.smk"
 include: "rules/data.smk"
@@ -19,6 +22,7 @@ include: "rules/select.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/analysis.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -10,6 +10,7 @@ from envisions_flow.config import (
     domain_settings,
     train_dataset,
 )
+from envisions_flow.report import report_runs
 from envisions_flow.runs import (
     all_run_dirs,
     check_runs,
@@ -207,3 +208,23 @@ def default_targets():
         for run in runs_of(config, domain)
         for name in ("summary.md", "analysis.parquet")
     ]
+
+
+def report_entries(name, kind="eval"):
+    """(domain, run, path) of each run a table (`eval`: the last iteration's eval.json) or the figures
+    (`analysis`: analysis.parquet) compare; the report scripts read the run from here, not from the file,
+    which may be shared with another run."""
+    entries = []
+    for domain, run in report_runs(config, name):
+        directory = run_dir(domain, run)
+        if kind == "eval":
+            path = artifact(directory, iterations(directory), "eval", "json")
+        else:
+            path = f"results/{directory}/analysis.parquet"
+        entries.append([domain, run, path])
+    return entries
+
+
+def report_inputs(name, kind="eval"):
+    """The files `report_entries` names, each once: exactly what the table or figure reads."""
+    return sorted({path for _, _, path in report_entries(name, kind)})

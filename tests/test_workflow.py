@@ -41,7 +41,7 @@ TINY = {
 def workflow_copy(directory: Path) -> Path:
     """A private copy of the workflow, so each test has its own results/ and .snakemake/."""
     directory.mkdir(parents=True)
-    for name in ("Snakefile", "rules", "scripts", "config", "envs", "profiles"):
+    for name in ("Snakefile", "rules", "scripts", "config", "envs", "profiles", "report"):
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, directory / name)
     return directory
