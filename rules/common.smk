@@ -36,6 +36,12 @@ if set(DEFAULT_DOMAINS) - set(DOMAINS):
         f"invalid configuration: default_domains names unconfigured domains "
         f"{sorted(set(DEFAULT_DOMAINS) - set(DOMAINS))}"
     )
+DEFAULT_RUNS = config.get("default_runs")
+unknown_runs = set(DEFAULT_RUNS or []) - {"envisions", *(config.get("runs") or {})}
+if unknown_runs:
+    raise WorkflowError(
+        f"invalid configuration: default_runs names unconfigured runs {sorted(unknown_runs)}"
+    )
 BASE_MODEL = "results/models/base"
 RUN_DIRS = list(all_run_dirs(config))
 
@@ -55,8 +61,10 @@ def settings(wildcards, *keys):
     return {key: block[key] for key in keys} if keys else block
 
 
-def strategy(run):
-    return run_settings(config, *parse_run_dir(run))["strategy"]
+def strategy(run, *keys):
+    """A run's strategy (or the keys named: rule params list only what the rule reads, for rerun triggers)."""
+    block = run_settings(config, *parse_run_dir(run))["strategy"]
+    return {key: block[key] for key in keys} if keys else block
 
 
 # What an artifact depends on beyond the base model, for sharing it between runs:
@@ -201,11 +209,12 @@ def run_results(wildcards):
 
 
 def default_targets():
-    """Summary and analysis of every run of the default domains."""
+    """Summary and analysis of every default run of the default domains."""
     return [
         f"results/{run_dir(domain, run)}/{name}"
         for domain in DEFAULT_DOMAINS
         for run in runs_of(config, domain)
+        if DEFAULT_RUNS is None or run in DEFAULT_RUNS
         for name in ("summary.md", "analysis.parquet")
     ]
 

@@ -8,7 +8,7 @@ rule pool:
     conda:
         "../envs/cpu.yaml"
     params:
-        strategy=lambda wildcards: strategy(wildcards.run),
+        strategy=lambda wildcards: strategy(wildcards.run, "refine", "pool"),
     script:
         "../scripts/pool.py"
 
@@ -25,7 +25,7 @@ rule select:
         "../envs/cpu.yaml"
     params:
         settings=lambda wildcards: settings(wildcards, "selection"),
-        strategy=lambda wildcards: strategy(wildcards.run),
+        strategy=lambda wildcards: strategy(wildcards.run, "ranking", "dpo", "labels"),
     script:
         "../scripts/select.py"
 

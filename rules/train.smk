@@ -12,7 +12,7 @@ rule train:
     threads: 2
     params:
         settings=lambda wildcards: settings(wildcards, "training", "dpo"),
-        strategy=lambda wildcards: strategy(wildcards.run),
+        strategy=lambda wildcards: strategy(wildcards.run, "sft", "l2", "dpo", "init"),
     script:
         "../scripts/train.py"
 

@@ -47,12 +47,21 @@ def workflow_copy(directory: Path) -> Path:
     return directory
 
 
-def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True):
+def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True, timeout: float = 900):
+    """Run Snakemake in `workdir`; on timeout its whole process group goes, jobs included."""
     command = [*SNAKEMAKE, "--cores", "2", *args]
     if config is not None:
         (workdir / "test.yaml").write_text(yaml.safe_dump(config))
         command += ["--configfile", "test.yaml"]
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=900)
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
@@ -242,7 +251,7 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, ba
     targets = ["results/math/sft_dpo/analysis.parquet", "results/math/star/iter1/u1.parquet",
                "results/math/fewshot/summary.md", "results/math/refined_eval/iter0/eval.json",
                "results/math/distill/summary.md", "results/math/self_rewarding/iter1/checkpoint"]
-    snakemake(workdir, *targets, config=config)
+    snakemake(workdir, *targets, config=config, timeout=1700)
     results = workdir / "results" / "math"
 
     # Iteration-1 samples and the base model's evaluation are computed once, in the default run's place;
