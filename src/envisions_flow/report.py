@@ -52,8 +52,10 @@ FIGURES = {
 # ---- which runs each table and figure compares ---------------------------------------------------
 
 def _domains(config: dict[str, Any]) -> list[str]:
+    """The domains the default target builds (default_domains), in the paper's column order."""
     order = {name: i for i, name in enumerate(DOMAIN_ORDER)}
-    return sorted(config["domains"], key=lambda domain: order.get(domain, len(order)))
+    domains = config.get("default_domains") or list(config["domains"])
+    return sorted(domains, key=lambda domain: order.get(domain, len(order)))
 
 
 def _overrides(config: dict[str, Any], run: str) -> dict[str, Any]:
@@ -83,9 +85,14 @@ def _selected(config: dict[str, Any], domain: str, run: str, name: str) -> bool:
 
 
 def report_runs(config: dict[str, Any], name: str) -> list[tuple[str, str]]:
-    """The (domain, run) pairs a table (`table2`, ...) or the figures (`figures`) compare, in display order."""
+    """The (domain, run) pairs a table (`table2`, ...) or the figures (`figures`) compare, in display order.
+
+    Only the runs the default target builds (default_runs, when set) are reported, so
+    a demo's report does not start the paper's other runs.
+    """
+    default_runs = config.get("default_runs")
     return [(domain, run) for domain in _domains(config) for run in runs_of(config, domain)
-            if _selected(config, domain, run, name)]
+            if (default_runs is None or run in default_runs) and _selected(config, domain, run, name)]
 
 
 # ---- the paper's numbers ------------------------------------------------------------------------------
