@@ -278,7 +278,12 @@ def test_navigation_hangs_and_timeouts_fail_only_their_episode(tmp_path):
 
 
 def _chromium_children() -> list[int]:
-    """Chromium processes descending from this test process."""
+    """Chromium browser processes descending from this test process."""
+    return [pid for pid, _ in _chromium_descendants()]
+
+
+def _chromium_descendants(helpers: bool = False) -> list[tuple[int, bytes]]:
+    """(pid, command line) of this test process's Chromium browsers, or of their helper processes."""
     parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -292,9 +297,14 @@ def _chromium_children() -> list[int]:
         ancestor = pid
         while ancestor in parents and ancestor != os.getpid():
             ancestor = parents[ancestor][0]
-        if ancestor == os.getpid() and b"chromium" in cmdline and b"--type=" not in cmdline:
-            found.append(pid)
+        if ancestor == os.getpid() and b"chromium" in cmdline and (b"--type=" in cmdline) == helpers:
+            found.append((pid, cmdline))
     return found
+
+
+def _renderers() -> int:
+    """Renderer processes: one per open page, so the pages are up once there are `workers` of them."""
+    return sum(b"--type=renderer" in cmdline for _, cmdline in _chromium_descendants(helpers=True))
 
 
 @pytest.mark.browser
@@ -304,20 +314,21 @@ def test_a_killed_browser_fails_the_remaining_episodes_and_the_call_returns(task
     correct = _correct_and_wrong(button)[0]
 
     def kill_when_running() -> None:
-        for _ in range(200):
-            if _chromium_children():
-                time.sleep(3.0)  # start-up takes ~1.5 s; then ~20 episodes/s
-                for pid in _chromium_children():
-                    os.kill(pid, signal.SIGKILL)
-                return
+        # wait for the pages' renderers (the browser is up and episodes are running), then some episodes more;
+        # on a loaded machine start-up alone can take seconds, so no fixed delay from launch
+        deadline = time.monotonic() + 60
+        while _renderers() < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
+        time.sleep(4.0)
+        for pid in _chromium_children():
+            os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_when_running)
     killer.start()
     started = time.monotonic()
     results = WebEnvironment(workers=2).execute([button] * 400, [correct] * 400)
     killer.join()
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 120
     solved = [r for r in results if r.b]
     failed = [r for r in results if not r.b]
     assert solved and failed and len(solved) + len(failed) == 400
@@ -330,7 +341,14 @@ def test_a_killed_browser_fails_the_remaining_episodes_and_the_call_returns(task
 @browser
 def test_keyboard_interrupt_closes_the_browser(tasks):
     button = tasks["click-button"]
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    def interrupt_when_running() -> None:
+        deadline = time.monotonic() + 60
+        while _renderers() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=interrupt_when_running)
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         WebEnvironment(workers=2).execute([button] * 2000, [_correct_and_wrong(button)[0]] * 2000)
