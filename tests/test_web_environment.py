@@ -337,9 +337,17 @@ def test_a_killed_browser_fails_the_remaining_episodes_and_the_call_returns(task
     assert not _chromium_children()
 
 
+@pytest.fixture
+def default_ctrl_c():
+    """Python's own Ctrl-C handler: a library loaded by an earlier test (e.g. a trainer) may have replaced it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.browser
 @browser
-def test_keyboard_interrupt_closes_the_browser(tasks):
+def test_keyboard_interrupt_closes_the_browser(tasks, default_ctrl_c):
     button = tasks["click-button"]
     def interrupt_when_running() -> None:
         deadline = time.monotonic() + 60
