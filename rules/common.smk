@@ -157,10 +157,6 @@ def explored(wildcards):
     return artifact(wildcards.run, wildcards.iteration, "samples")
 
 
-def executed(wildcards):
-    return artifact(wildcards.run, wildcards.iteration, f"{wildcards.stage}")
-
-
 def pool_inputs(wildcards):
     """This iteration's judged trajectories, and the previous pool when the run keeps one."""
     run, iteration = wildcards.run, int(wildcards.iteration)

@@ -289,6 +289,14 @@ def _split_of(question: str, test_fraction: float = 0.3) -> str:
     return "test" if digest / 0xFFFFFFFF < test_fraction else "train"
 
 
+def _train_or_test(spec: dict[str, Any], key: str, kind: str) -> str:
+    """The split of data the project makes itself: train and test are disjoint by construction."""
+    split = spec.get("split", "train")
+    if split not in {"train", "test"}:
+        raise DataError(f"{key}.split: {kind} data has splits train and test (got {split!r})")
+    return split
+
+
 def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
     """Seeded grade-school word problems whose answers are computed.
 
@@ -300,9 +308,7 @@ def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
     n = int(spec.get("n", 0))
     if n <= 0:
         raise DataError(f"{key}.n: a generated dataset needs n > 0")
-    split = spec.get("split", "train")
-    if split not in {"train", "test"}:
-        raise DataError(f"{key}.split: generated data has splits train and test (got {split!r})")
+    split = _train_or_test(spec, key, "generated")
     difficulty = spec.get("difficulty", "easy")
     high = {"easy": 20, "medium": 100, "hard": 100_000}.get(difficulty)
     if high is None:
@@ -347,9 +353,7 @@ def miniwob_episodes(spec: dict[str, Any], key: str) -> list[tuple[str, int]]:
     episodes = int(spec.get("episodes", 0))
     if episodes <= 0:
         raise DataError(f"{key}.episodes: a miniwob dataset needs episodes > 0 (episodes per task)")
-    split = spec.get("split", "train")
-    if split not in {"train", "test"}:
-        raise DataError(f"{key}.split: miniwob data has splits train and test (got {split!r})")
+    split = _train_or_test(spec, key, "miniwob")
     block = int(spec.get("iteration", 1)) if spec.get("fresh_seeds") else 1
     offset = _SEED_RANGE if split == "test" else 0
     out = []

@@ -268,8 +268,8 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
             summary[name].update(_web_success(tasks, results))
         log.info("%s %s: accuracy %.3f on %d", out_json, name, summary[name]["accuracy"], len(results))
     art.write_table(rows, out_parquet, art.EVAL)
-    domain_, run_name = parse_run_dir(run)
-    report: dict[str, Any] = {"domain": domain_, "run": run_name, "method": method_of(config, run_name),
+    run_name = parse_run_dir(run)[1]
+    report: dict[str, Any] = {"domain": domain, "run": run_name, "method": method_of(config, run_name),
                               "iteration": iteration, "model": str(model_dir), "testsets": summary,
                               "average": _mean([entry["accuracy"] for entry in summary.values()])}
     if self_refine:
