@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from envisions_flow import artifacts as art, stages
 from envisions_flow.analysis import correct_unique, exploration_metrics
 from envisions_flow.config import ConfigError
 from envisions_flow.runs import (
@@ -243,3 +244,35 @@ def test_what_enters_the_pool_depends_on_the_method(tmp_path, run, programs):
     build_pool(config, run_dir("math", run), 2, str(previous), paths["samples"], paths["samples_exec"],
                paths["refinements"], paths["refinements_exec"], str(out))
     assert set(art.read_table(out, art.POOL)["program"]) == programs
+
+
+def _write_iteration(root, iteration: int, solved_ids: list[str], failed_ids: list[str]) -> tuple[str, str, str, str]:
+    """Hand-made artifacts of one iteration: eval.json, execution results, a pool, no pairs."""
+    folder = root / f"iter{iteration}"
+    folder.mkdir()
+    ids = solved_ids + failed_ids
+    art.write_json({"average": 0.5}, folder / "eval.json")
+    art.write_table([{"id": i, "sample_idx": 0, "b": int(i in solved_ids), "value": None, "error_class": "",
+                      "duration_s": 0.1} for i in ids], folder / "samples.exec.parquet", art.EXECUTIONS)
+    art.write_table([{"id": i, "question": "q", "answer": i.split(":")[0], "program": f"p{i}", "program_key": f"p{i}",
+                      "b": int(i in solved_ids), "self_reward": -0.1, "origin": "explore", "iteration": iteration,
+                      "sample_idx": 0} for i in ids], folder / "pool.parquet", art.POOL)
+    art.write_table([], folder / "margins.parquet", art.MARGINS)
+    return tuple(str(folder / name) for name in ("eval.json", "samples.exec.parquet", "pool.parquet",
+                                                  "margins.parquet"))
+
+
+@pytest.mark.parametrize("domain", ["web", "math"])
+def test_web_exploration_metrics_count_miniwob_tasks_not_fresh_episodes(tmp_path, domain):
+    # iteration 2 explores new seeds: click-button is solved again (stable), enter-text for the first time
+    first = _write_iteration(tmp_path, 1, ["click-button:1", "click-link:2"], ["enter-text:3"])
+    second = _write_iteration(tmp_path, 2, ["click-button:11", "enter-text:13"], ["click-link:12"])
+    out = tmp_path / "analysis.parquet"
+    stages.analyze({"runs": {}}, domain, [first[0], second[0]], [first[1], second[1]], [first[2], second[2]],
+                   [first[3], second[3]], str(out))
+    row = art.read_table(out, art.ANALYSIS).set_index("iteration").loc[2]
+    if domain == "web":
+        assert (row["solved"], row["newly_solved"]) == (2, 1)
+        assert row["exploratory_ability"] == pytest.approx(1 / 2) and row["stability"] == pytest.approx(1 / 2)
+    else:  # other domains count inputs: no input id repeats, so nothing is stable
+        assert (row["solved"], row["newly_solved"], row["stability"]) == (2, 2, 0)

@@ -12,6 +12,8 @@ import pytest
 
 from envisions_flow.environments import make_environment
 from envisions_flow.environments.base import Task
+from envisions_flow.generation import Generation
+from envisions_flow.stages import more_turns
 from envisions_flow.environments.web import (
     BAD_XPATH, BROWSER_CRASH, NAVIGATED, NO_ELEMENT, NOT_DONE, ONE_SHOT, PAGE_CRASH, TIMEOUT, WebEnvironment,
     episode_id, miniwob_html_dir, parse_episode_id)
@@ -110,11 +112,14 @@ def test_prompts_extraction_and_keys():
 
 def test_make_environment_reads_the_web_keys():
     settings = {"execution": {"timeout_s": 7, "memory_mb": 512, "workers": 3, "reward_threshold": 0.5,
-                              "max_actions": 9}}
+                              "max_actions": 9, "max_turns": 2, "browser_relaunches": 0}}
     environment = make_environment("web", settings, {}, progress=False)
     assert isinstance(environment, WebEnvironment)
     assert (environment.limits.timeout_s, environment.workers, environment.reward_threshold,
-            environment.max_actions) == (7, 3, 0.5, 9)
+            environment.max_actions, environment.max_turns, environment.browser_relaunches) == (7, 3, 0.5, 9, 2, 0)
+    defaults = make_environment("web", {"execution": {"timeout_s": 7, "memory_mb": 512, "workers": 3}}, {})
+    assert (defaults.reward_threshold, defaults.max_actions, defaults.max_turns, defaults.browser_relaunches) == \
+        (0.8, 50, 1, 3)
 
 
 # ---- real episodes in headless Chromium ---------------------------------------------------------------
@@ -235,6 +240,48 @@ def test_page_errors_and_the_post_program_observation(tasks):
     assert episodes[0].raw_reward == 0 and episodes[5].raw_reward is None
 
 
+class ScriptedPolicy:
+    """A policy whose replies are given: the program of turn t is `programs[t]`. It implements the
+    generation-backend calls `more_turns` makes and records the prompts it was shown."""
+
+    def __init__(self, programs: list[str]):
+        self.programs, self.prompts = programs, []
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return "\n".join(f"<{m['role']}>{m['content']}" for m in messages)
+
+    def greedy(self, prompts: list[str], max_new_tokens: int) -> list[Generation]:
+        self.prompts += prompts
+        turns = [prompt.count("<assistant>") for prompt in prompts]
+        return [Generation(f"```python\n{self.programs[t]}\n```", (t + 1,) * 3, -(t + 1.0)) for t in turns]
+
+
+@pytest.mark.browser
+@browser
+def test_with_more_turns_the_policy_sees_the_open_page_and_its_turns_replay_as_one_program(tasks):
+    date = tasks["choose-date"]
+    opening, *rest = _correct_and_wrong(date)[0].splitlines()
+    finishing = "\n".join(rest)
+    policy = ScriptedPolicy([opening, finishing, "agent.click_xpath('//button')"])
+    environment = WebEnvironment(workers=1, max_turns=3)
+    messages = environment.explore_prompt(date, few_shot=False)
+    first = policy.greedy([policy.render(messages)], 64)
+    [joined] = more_turns(environment, policy, [date], [messages], first, lambda more, turn: policy.greedy(more, 64))
+    assert environment.extract_program(joined.text) == f"{opening}\n{finishing}"
+    assert joined.token_ids == (1, 1, 1, 2, 2, 2) and joined.logprob_sum == -3.0 and joined.self_reward == -0.5
+    # turn 2 was shown its own first program and the page it left (the picker open); the episode
+    # then ended, so there was no third turn
+    assert len(policy.prompts) == 2
+    assert opening in policy.prompts[1] and "not finished" in policy.prompts[1]
+    assert "ui-datepicker-div" in policy.prompts[1].split("not finished")[1] and "ui-datepicker-div" not in date.question
+    [result] = environment.execute([date], [environment.extract_program(joined.text)])
+    assert result.b == 1
+    # one turn (the default): the first program is the answer, and it leaves the episode open
+    single = WebEnvironment(workers=1)
+    assert more_turns(single, policy, [date], [messages], first, policy.greedy) == first
+    assert single.execute([date], [opening])[0].error_class == NOT_DONE
+
+
 def _hostile_pages(root: Path) -> Path:
     """MiniWob-style pages (MiniWob's own core.js) that navigate away, hang, or solve."""
     (root / "core").symlink_to(miniwob_html_dir().parent / "core")
@@ -307,26 +354,44 @@ def _renderers() -> int:
     return sum(b"--type=renderer" in cmdline for _, cmdline in _chromium_descendants(helpers=True))
 
 
-@pytest.mark.browser
-@browser
-def test_a_killed_browser_fails_the_remaining_episodes_and_the_call_returns(tasks):
-    button = tasks["click-button"]
-    correct = _correct_and_wrong(button)[0]
-
-    def kill_when_running() -> None:
-        # wait for the pages' renderers (the browser is up and episodes are running), then some episodes more;
-        # on a loaded machine start-up alone can take seconds, so no fixed delay from launch
+def _kill_browser_when_running(after_s: float) -> threading.Thread:
+    """Kill Chromium once its pages' renderers are up (the episodes are running) and `after_s` more seconds;
+    on a loaded machine start-up alone can take seconds, so no fixed delay from launch."""
+    def kill() -> None:
         deadline = time.monotonic() + 60
         while _renderers() < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(4.0)
+        time.sleep(after_s)
         for pid in _chromium_children():
             os.kill(pid, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_when_running)
+    killer = threading.Thread(target=kill)
     killer.start()
+    return killer
+
+
+@pytest.mark.browser
+@browser
+def test_a_killed_browser_is_started_again_and_only_its_running_episodes_fail(tasks):
+    button = tasks["click-button"]
+    killer = _kill_browser_when_running(after_s=2.0)
+    results = WebEnvironment(workers=2).execute([button] * 300, [_correct_and_wrong(button)[0]] * 300)
+    killer.join()
+    failed = [r for r in results if not r.b]
+    assert 1 <= len(failed) <= 4  # the episodes the two pages were running (and a page opening)
+    assert {r.error_class for r in failed} <= {BROWSER_CRASH, PAGE_CRASH} and BROWSER_CRASH in {r.error_class for r in failed}
+    assert results[-1].b == 1  # the episodes after the crash ran in the new browser
+    assert not _chromium_children()
+
+
+@pytest.mark.browser
+@browser
+def test_without_restarts_a_killed_browser_fails_the_remaining_episodes_and_the_call_returns(tasks):
+    button = tasks["click-button"]
+    killer = _kill_browser_when_running(after_s=4.0)
     started = time.monotonic()
-    results = WebEnvironment(workers=2).execute([button] * 400, [correct] * 400)
+    results = WebEnvironment(workers=2, browser_relaunches=0).execute([button] * 400,
+                                                                      [_correct_and_wrong(button)[0]] * 400)
     killer.join()
     assert time.monotonic() - started < 120
     solved = [r for r in results if r.b]

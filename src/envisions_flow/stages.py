@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -22,6 +22,7 @@ from .analysis import correct_unique, exploration_metrics, log_prob_margins
 from .config import dataset_key, dataset_spec
 from .datasets import load_tasks
 from .environments import Environment, Task, make_environment
+from .environments.web import parse_episode_id
 from .generation import Generation, OpenAIChatBackend, load_backend
 from .runs import method_of, parse_run_dir, run_settings, training_plan
 from .selection import filter_trajectories, preference_pairs, select_training_sets, update_pool
@@ -67,6 +68,40 @@ def _generation_row(task: Any, sample_idx: int, prompt: str, generation: Generat
             "self_reward": generation.self_reward, "source_program": source_program}
 
 
+def more_turns(environment: Environment, backend: Any, tasks: Sequence[Task], conversations: Sequence[Any],
+                generations: Sequence[Generation], generate: Callable[[list[str], int], list[Generation]]
+                ) -> list[Generation]:
+    """Multi-turn environments (web with `max_turns` > 1): while a program leaves its episode open,
+    show the policy the page and let it write the next program.
+
+    `generate(prompts, turn)` gives one generation per prompt. Each input comes back as one
+    generation whose text renders the joined program (it replays every turn in a fresh
+    episode) and whose log-prob and tokens are those of all turns, so the self-reward is the
+    mean over the whole trajectory. Single-turn environments get `generations` back as they are.
+    """
+    max_turns = int(getattr(environment, "max_turns", 1))
+    merged, conversations = list(generations), list(conversations)
+    last = [environment.extract_program(generation.text) for generation in generations]
+    joined = list(last)
+    for turn in range(2, max_turns + 1):
+        observations = environment.open_episodes(tasks, joined)  # type: ignore[attr-defined]
+        active = [i for i, observation in enumerate(observations) if observation and last[i]]
+        if not active:
+            break
+        for i in active:
+            conversations[i] = environment.next_turn_prompt(conversations[i], last[i], observations[i])  # type: ignore[attr-defined]
+        replies = generate([backend.render(conversations[i]) for i in active], turn)
+        for i, reply in zip(active, replies):
+            last[i] = environment.extract_program(reply.text)
+            joined[i] = f"{joined[i]}\n{last[i]}" if last[i] else joined[i]
+            counted = merged[i].token_count is not None or reply.token_count is not None
+            merged[i] = Generation(environment.render_solution(joined[i]), merged[i].token_ids + reply.token_ids,
+                                   merged[i].logprob_sum + reply.logprob_sum,
+                                   merged[i].n_tokens + reply.n_tokens if counted else None)
+        log.info("turn %d: %d of %d episodes were still open", turn, len(active), len(merged))
+    return merged
+
+
 def prepare_data(config: dict[str, Any], domain: str, name: str, out: str | Path) -> None:
     spec = dataset_spec(config, domain, name)
     frame = load_tasks(spec, dataset_key(domain, name), domain)
@@ -84,10 +119,18 @@ def explore(config: dict[str, Any], run: str, iteration: int, tasks_path: str, m
         backend = OpenAIChatBackend(**settings["teacher"])
     else:
         backend = _backend(config, model_dir)
-    prompts = [backend.render(environment.explore_prompt(task, few_shot)) for task in _tasks(tasks)]
-    k = int(settings["explore"]["k"])
+    conversations = [environment.explore_prompt(task, few_shot) for task in _tasks(tasks)]
+    prompts = [backend.render(messages) for messages in conversations]
+    k, max_new_tokens = int(settings["explore"]["k"]), int(settings["explore"]["max_new_tokens"])
     started = time.monotonic()
-    samples = backend.sample(prompts, k, int(settings["explore"]["max_new_tokens"]), _seed(config, iteration, 1))
+    samples = backend.sample(prompts, k, max_new_tokens, _seed(config, iteration, 1))
+    if getattr(environment, "max_turns", 1) > 1:
+        flat = more_turns(environment, backend, [task for task in _tasks(tasks) for _ in range(k)],
+                           [messages for messages in conversations for _ in range(k)],
+                           [generation for generations in samples for generation in generations],
+                           lambda more, turn: [g for (g,) in backend.sample(more, 1, max_new_tokens,
+                                                                            _seed(config, iteration, 10 + turn))])
+        samples = [flat[start:start + k] for start in range(0, len(flat), k)]
     rows = [_generation_row(task, index, prompt, generation, environment)
             for task, prompt, generations in zip(tasks.itertuples(), prompts, samples)
             for index, generation in enumerate(generations)]
@@ -103,12 +146,17 @@ def refine(config: dict[str, Any], run: str, iteration: int, samples_path: str, 
     samples = art.read_table(samples_path, art.GENERATIONS)
     environment = _environment(config, run)
     backend = _backend(config, model_dir)
-    prompts = [backend.render(environment.refine_prompt(Task(row.id, row.question, row.answer), row.program))
-               for row in samples.itertuples()]
+    tasks = _tasks(samples)
+    conversations = [environment.refine_prompt(task, program) for task, program in zip(tasks, samples["program"])]
+    prompts = [backend.render(messages) for messages in conversations]
+    max_new_tokens = int(settings["refine"]["max_new_tokens"])
     started = time.monotonic()
-    generations = backend.sample(prompts, 1, int(settings["refine"]["max_new_tokens"]), _seed(config, iteration, 2))
+    generations = [g for (g,) in backend.sample(prompts, 1, max_new_tokens, _seed(config, iteration, 2))]
+    generations = more_turns(environment, backend, tasks, conversations, generations,
+                              lambda more, turn: [g for (g,) in backend.sample(more, 1, max_new_tokens,
+                                                                               _seed(config, iteration, 20 + turn))])
     rows = [_generation_row(row, row.sample_idx, prompt, generation, environment, source_program=row.program)
-            for row, prompt, (generation,) in zip(samples.itertuples(), prompts, generations)]
+            for row, prompt, generation in zip(samples.itertuples(), prompts, generations)]
     art.write_table(rows, out, art.GENERATIONS)
     log.info("%s: %d refinements in %.0f s", out, len(rows), time.monotonic() - started)
 
@@ -241,16 +289,19 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
         spec = dataset_spec(config, domain, name)
         environment = _environment(config, run, name)
         tasks = _tasks(art.read_table(path, art.TASKS))
-        prompts = [backend.render(environment.explore_prompt(task, few_shot=iteration == 0)) for task in tasks]
-        generations = backend.greedy(prompts, max_new_tokens)
+        def greedy(conversations: list[Any]) -> list[Generation]:
+            generations = backend.greedy([backend.render(messages) for messages in conversations], max_new_tokens)
+            return more_turns(environment, backend, tasks, conversations, generations,
+                               lambda more, turn: backend.greedy(more, max_new_tokens))
+
+        generations = greedy([environment.explore_prompt(task, few_shot=iteration == 0) for task in tasks])
         programs = [environment.extract_program(generation.text) for generation in generations]
         results = environment.execute(tasks, programs)
         refined_programs: list[str | None] = [None] * len(tasks)
         refined_b: list[int | None] = [None] * len(tasks)
         if self_refine:
-            prompts = [backend.render(environment.refine_prompt(task, program)) for task, program in zip(tasks, programs)]
-            refined_programs = [environment.extract_program(generation.text)
-                                for generation in backend.greedy(prompts, max_new_tokens)]
+            refined_programs = [environment.extract_program(generation.text) for generation in
+                                greedy([environment.refine_prompt(task, program) for task, program in zip(tasks, programs)])]
             refined_b = [result.b for result in environment.execute(tasks, refined_programs)]
         for task, generation, program, result, refined, b_refined in zip(tasks, generations, programs, results,
                                                                            refined_programs, refined_b):
@@ -317,6 +368,12 @@ def _iteration_of(path: str | Path) -> int:
     return int(Path(path).parent.name.removeprefix("iter"))
 
 
+def _exploration_unit(domain: str, task_id: str) -> str:
+    """What EA/STB count as one input: the task input, except on the web, where every iteration
+    explores fresh episodes (new seeds), so the unit that can be solved again is the MiniWob task."""
+    return parse_episode_id(task_id)[0] if domain == "web" else task_id
+
+
 def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_paths: Sequence[str],
             pool_paths: Sequence[str], margin_paths: Sequence[str], out: str) -> None:
     """One row per iteration: accuracy, solved/newly solved, EA/STB, Δlog p, correct-and-unique trajectories.
@@ -329,7 +386,8 @@ def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_pa
     solved: dict[int, set[str]] = {}
     for path in exec_paths:
         judged = art.read_table(path, art.EXECUTIONS)
-        solved.setdefault(_iteration_of(path), set()).update(judged.loc[judged["b"] == 1, "id"])
+        solved.setdefault(_iteration_of(path), set()).update(
+            _exploration_unit(domain, task_id) for task_id in judged.loc[judged["b"] == 1, "id"])
     pools = {_iteration_of(path): path for path in pool_paths}
     pair_margins = {_iteration_of(path): path for path in margin_paths}
     exploration = exploration_metrics(solved).set_index("iteration") if solved else pd.DataFrame()

@@ -25,5 +25,7 @@ def make_environment(domain: str, settings: dict[str, Any], dataset: dict[str, A
         return LogicEnvironment(closed_world=bool(dataset.get("closed_world", False)), **common)
     if domain == "web":
         return WebEnvironment(reward_threshold=float(execution.get("reward_threshold", 0.8)),
-                              max_actions=int(execution.get("max_actions", 50)), **common)
+                              max_actions=int(execution.get("max_actions", 50)),
+                              max_turns=int(execution.get("max_turns", 1)),
+                              browser_relaunches=int(execution.get("browser_relaunches", 3)), **common)
     raise ValueError(f"domains.{domain}: no environment implements this domain (available: math, logic, web)")

@@ -18,16 +18,20 @@ into a bounded list of actions, which Playwright replays with real mouse and key
 input on one page per worker of a single browser. The verdict is MiniWob's own:
 `WOB_DONE_GLOBAL`, the time-decayed `WOB_REWARD_GLOBAL` (b = 1 when it is at least
 `reward_threshold`) and `WOB_RAW_REWARD_GLOBAL` (carried in `Execution.value`, so raw
-success can be reported too). One program is one whole turn (`max_turns` = 1, as in the
-paper's program-writing setting); `run(..., observe_after=True)` also returns the page
-after the program when the episode is still open, so a multi-turn driver can show it to
-the policy and execute the concatenated program in a fresh episode of the same seed.
+success can be reported too).
+
+Turns. By default one program is the whole answer (`max_turns` = 1, the paper's
+program-writing setting). With `max_turns` > 1 the stages that generate (explore, refine,
+evaluate) show the policy the page after its program whenever the episode is still open
+(`open_episodes`, `next_turn_prompt`) and let it write the next program; the turns are
+joined into one program, which replays them exactly in a fresh episode of the same seed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -37,6 +41,8 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from ..sandbox import Limits
 from ..web_programs import Action, ProgramError, parse_program
 from .base import CORRECT, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
+
+log = logging.getLogger(__name__)
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline-safe flags: no sandbox (we run as root in containers), no GPU, no background traffic.
@@ -101,6 +107,9 @@ REFINE_TEMPLATE = (
     "calls `agent`.\n\nThe task is:\n{question}\n\n"
     "The current program is:\n```python\n{program}\n```\n\nThe solution program is:"
 )
+
+NEXT_TURN = ("The program ran and the task is not finished yet. The page now shows:\n{observation}\n\n"
+             "Write the next program, continuing from this page. Reply with one ```python code block.")
 
 # End any open episode (so refs restart cleanly, as MiniWob's own reset does), seed the task's RNG,
 # start the episode and hand out refs; the token marks this document and episode.
@@ -218,6 +227,8 @@ class WebEnvironment:
     progress: bool = False
     reward_threshold: float = 0.8
     max_actions: int = 50
+    max_turns: int = 1
+    browser_relaunches: int = 3  # per call: a browser that dies is started again this many times
     action_timeout_s: float = 1.0
     html_dir: Path | None = None
     chromium: str = CHROMIUM
@@ -241,6 +252,16 @@ class WebEnvironment:
 
     def render_solution(self, program: str) -> str:
         return f"```python\n{program.strip()}\n```"
+
+    def next_turn_prompt(self, messages: Messages, program: str, observation: str) -> Messages:
+        """The conversation so far, the program just run, and the page it left open."""
+        return messages + [{"role": "assistant", "content": self.render_solution(program)},
+                           {"role": "user", "content": NEXT_TURN.format(observation=observation)}]
+
+    def open_episodes(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[str]:
+        """The page after each program where its episode is still open and nothing failed; "" elsewhere."""
+        return [episode.observation if episode.error_class == NOT_DONE else ""
+                for episode in self.run(tasks, programs, observe_after=True)]
 
     def program_key(self, program: str) -> str:
         import ast
@@ -386,8 +407,10 @@ class WebEnvironment:
         """`one(page, job)` for every job on `workers` pages of one browser, each under the episode timeout.
 
         A page that times out, crashes or errors is closed and replaced; its job counts as failed.
-        If the browser itself dies, the remaining jobs fail with `browser_crash` and the call returns.
-        The browser is closed on every way out (KeyboardInterrupt cancels this coroutine).
+        A browser that dies fails the episodes it was running (`browser_crash`) and is started
+        again, up to `browser_relaunches` times per call; after that the remaining jobs fail and
+        the call returns. Every browser is closed on every way out (KeyboardInterrupt cancels
+        this coroutine).
         """
         from playwright.async_api import async_playwright
         from tqdm import tqdm
@@ -399,37 +422,40 @@ class WebEnvironment:
         pending = list(range(len(jobs)))[::-1]
         flags = CHROMIUM_FLAGS + [f"--js-flags=--max-old-space-size={self.limits.memory_mb}"]
         async with async_playwright() as playwright:
+            browsers = _Browsers(lambda: playwright.chromium.launch(executable_path=self.chromium, args=flags),
+                                 self.browser_relaunches)
             try:
-                browser = await playwright.chromium.launch(executable_path=self.chromium, args=flags)
+                await browsers.start()
             except Exception as error:  # noqa: BLE001 - nothing ran yet: a broken set-up, not a program's fault
                 raise RuntimeError(f"cannot start Chromium ({self.chromium}): {str(error).splitlines()[0]}") from None
             try:
                 with tqdm(total=len(jobs), desc=desc, unit="episode", disable=not self.progress) as bar:
-                    workers = [self._worker(browser, jobs, pending, results, one, bar)
+                    workers = [self._worker(browsers, jobs, pending, results, one, bar)
                                for _ in range(max(1, min(self.workers, len(jobs))))]
                     await asyncio.gather(*workers)
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(browser.close(), 10)
+                await browsers.close()
         return results  # type: ignore[return-value]
 
-    async def _worker(self, browser: Any, jobs: list[J], pending: list[int], results: list, one: Callable,
-                      bar: Any) -> None:
-        slot: list[Any] = []  # [context, page] while this worker holds a usable page
+    async def _worker(self, browsers: "_Browsers", jobs: list[J], pending: list[int], results: list,
+                      one: Callable, bar: Any) -> None:
+        slot: list[Any] = []  # [browser, context, page] while this worker holds a usable page
 
         async def attempt(job: J) -> Any:
             if not slot:
+                browser = browsers.current
                 context = await browser.new_context(viewport=VIEWPORT)
-                slot.append(context)
+                slot.extend([browser, context])
                 page = await context.new_page()
                 context.on("page", _close_popup)  # pop-ups a program opens are closed at once
                 slot.append(page)
-            return await one(slot[1], job)
+            return await one(slot[2], job)
 
         try:
             while pending:
                 index = pending.pop()
                 started = time.monotonic()
+                browser = slot[0] if slot else browsers.current
                 try:
                     if not browser.is_connected():
                         raise _Failed(BROWSER_CRASH, "the browser is gone")
@@ -444,14 +470,51 @@ class WebEnvironment:
                     results[index] = failure
                     # a page that hung, crashed or left the task (a navigation may still be in flight)
                     # is replaced; one that only missed an element or an xpath is fine as it is
-                    if failure.error_class in {TIMEOUT, PAGE_CRASH, BROWSER_CRASH, NAVIGATED} or len(slot) == 1:
+                    if failure.error_class in {TIMEOUT, PAGE_CRASH, BROWSER_CRASH, NAVIGATED} or len(slot) < 3:
                         if slot:
-                            await _close_quietly(slot[0])
+                            await _close_quietly(slot[1])
                         slot.clear()
+                    if failure.error_class == BROWSER_CRASH:
+                        await browsers.replace(browser)
                 bar.update(1)
         finally:
             if slot:
-                await _close_quietly(slot[0])
+                await _close_quietly(slot[1])
+
+
+class _Browsers:
+    """The browser the workers share, started again (a bounded number of times) when it dies."""
+
+    def __init__(self, launch: Callable[[], Awaitable[Any]], relaunches: int):
+        self._launch, self._relaunches_left = launch, relaunches
+        self._lock = asyncio.Lock()
+        self.all: list[Any] = []
+
+    @property
+    def current(self) -> Any:
+        return self.all[-1]
+
+    async def start(self) -> None:
+        self.all.append(await self._launch())
+
+    async def replace(self, dead: Any) -> None:
+        """A new browser in place of `dead`, unless another worker already replaced it or none are left."""
+        async with self._lock:
+            if dead is not self.current or self.current.is_connected() or self._relaunches_left <= 0:
+                return
+            self._relaunches_left -= 1
+            await _close_quietly(dead)
+            try:
+                await self.start()
+            except Exception as error:  # noqa: BLE001 - the remaining jobs fail with browser_crash
+                log.warning("could not start Chromium again: %s", str(error).splitlines()[0])
+                self._relaunches_left = 0
+            else:
+                log.warning("Chromium died; started a new one (%d restart(s) left)", self._relaunches_left)
+
+    async def close(self) -> None:
+        for browser in self.all:
+            await _close_quietly(browser, timeout_s=10)
 
 
 def _classify(error: BaseException) -> _Failed:
@@ -466,6 +529,6 @@ def _close_popup(popup: Any) -> None:
     asyncio.ensure_future(_close_quietly(popup))
 
 
-async def _close_quietly(target: Any) -> None:
+async def _close_quietly(target: Any, timeout_s: float = 5) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(target.close(), 5)
+        await asyncio.wait_for(target.close(), timeout_s)
