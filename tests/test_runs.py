@@ -199,8 +199,6 @@ def test_each_method_trains_with_its_own_losses(method, iteration, plan):
 
 
 def _write_iteration(directory, explored_rows, refined_rows):
-    from envisions_flow import artifacts as art
-
     def generations(rows):
         return [{"id": i, "sample_idx": k, "question": "Q", "answer": "1", "prompt": "p", "completion": prog,
                  "program": prog, "n_tokens": 3, "logprob_sum": -3 * r, "self_reward": -r, "source_program": ""}
@@ -228,8 +226,6 @@ def _write_iteration(directory, explored_rows, refined_rows):
     ("no_refine", {"return 1", "return 3", "return 2"}),
 ])
 def test_what_enters_the_pool_depends_on_the_method(tmp_path, run, programs):
-    from envisions_flow import artifacts as art
-    from envisions_flow.stages import build_pool
 
     config = _config({"no_pool": {"method": "no_pool"}, "no_refine": {"method": "no_refine"}})
     config["domains"]["math"]["execution"].update({"memory_mb": 512, "workers": 1})
@@ -241,12 +237,12 @@ def test_what_enters_the_pool_depends_on_the_method(tmp_path, run, programs):
     paths = _write_iteration(tmp_path, [("x", 0, "return 3", 0, 0.5), ("x", 1, "return 2", 0, 0.2)],
                              [("x", 0, "return 1 + 0", 1, 0.4), ("x", 1, "return 4", 0, 0.9)])
     out = tmp_path / "pool.parquet"
-    build_pool(config, run_dir("math", run), 2, str(previous), paths["samples"], paths["samples_exec"],
+    stages.build_pool(config, run_dir("math", run), 2, str(previous), paths["samples"], paths["samples_exec"],
                paths["refinements"], paths["refinements_exec"], str(out))
     assert set(art.read_table(out, art.POOL)["program"]) == programs
 
 
-def _write_iteration(root, iteration: int, solved_ids: list[str], failed_ids: list[str]) -> tuple[str, str, str, str]:
+def _write_analysis_inputs(root, iteration: int, solved_ids: list[str], failed_ids: list[str]) -> tuple[str, str, str, str]:
     """Hand-made artifacts of one iteration: eval.json, execution results, a pool, no pairs."""
     folder = root / f"iter{iteration}"
     folder.mkdir()
@@ -265,8 +261,8 @@ def _write_iteration(root, iteration: int, solved_ids: list[str], failed_ids: li
 @pytest.mark.parametrize("domain", ["web", "math"])
 def test_web_exploration_metrics_count_miniwob_tasks_not_fresh_episodes(tmp_path, domain):
     # iteration 2 explores new seeds: click-button is solved again (stable), enter-text for the first time
-    first = _write_iteration(tmp_path, 1, ["click-button:1", "click-link:2"], ["enter-text:3"])
-    second = _write_iteration(tmp_path, 2, ["click-button:11", "enter-text:13"], ["click-link:12"])
+    first = _write_analysis_inputs(tmp_path, 1, ["click-button:1", "click-link:2"], ["enter-text:3"])
+    second = _write_analysis_inputs(tmp_path, 2, ["click-button:11", "enter-text:13"], ["click-link:12"])
     out = tmp_path / "analysis.parquet"
     stages.analyze({"runs": {}}, domain, [first[0], second[0]], [first[1], second[1]], [first[2], second[2]],
                    [first[3], second[3]], str(out))

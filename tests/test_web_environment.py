@@ -315,13 +315,13 @@ def test_navigation_hangs_and_timeouts_fail_only_their_episode(tmp_path):
     started = time.monotonic()
     results = environment.execute([task] * 4, [away, ok, hang, ok])  # one page: each failure is recycled
     assert [(r.b, r.error_class) for r in results] == [(0, NAVIGATED), (1, ""), (0, TIMEOUT), (1, "")]
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 60  # the hang is cut off (generous: a loaded machine loads pages slowly)
     # a stock task whose program outlasts the episode timeout
     slow = WebEnvironment(workers=1, limits=Limits(timeout_s=0.3))
     program = "agent.click_xpath(\"//input[@id='tt']\")\nfor _ in range(40):\n    agent.type('" + "a" * 500 + "')"
     started = time.monotonic()
     assert slow.execute([Task(episode_id("enter-text", 7), "", "enter-text")], [program])[0].error_class == TIMEOUT
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # typing it all would take minutes
 
 
 def _chromium_children() -> list[int]:
