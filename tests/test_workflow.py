@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -204,6 +205,38 @@ def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model
     dry_run = snakemake(workdir, "-n", "results/math/iter1/eval.json", config=changed)
     planned = _planned_rules(dry_run.stdout + dry_run.stderr)
     assert planned == {"select", "train", "evaluate"}
+
+
+@pytest.mark.slow
+def test_a_killed_sampling_job_resumes_from_its_shards_and_samples_the_same(tmp_path: Path, base_model: Path):
+    config = merged({"generation": {"shard_size": 1}})
+    target = "results/math/iter1/samples.parquet"
+    samples = {}
+    for name in ("uninterrupted", "killed"):
+        workdir = workflow_copy(tmp_path / name)
+        shutil.copytree(base_model, workdir / "results" / "models" / "base")
+        output = workdir / target
+        if name == "killed":
+            (workdir / "test.yaml").write_text(yaml.safe_dump(config))
+            process = subprocess.Popen([*SNAKEMAKE, "--cores", "2", target, "--configfile", "test.yaml"], cwd=workdir,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            shards = Path(f"{output}.shards")
+            deadline = time.monotonic() + 600
+            while not list(shards.glob("*.parquet")) and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            kept = {path.name: path.stat().st_mtime_ns for path in shards.glob("*.parquet")}
+            assert 1 <= len(kept) < 3 and not output.exists()  # killed after one of the three inputs
+            snakemake(workdir, "--unlock", target, config=config)
+        snakemake(workdir, "--rerun-incomplete", target, config=config)
+        samples[name] = art.read_table(output, art.GENERATIONS)
+        assert not Path(f"{output}.shards").exists()
+    log = (workdir / "results/logs/math/iter1/explore.log").read_text()
+    assert f"resumed {len(kept)} of 3 finished shards" in log
+    # each shard samples from its own seed: the resumed run wrote exactly the rows of the uninterrupted one
+    pd.testing.assert_frame_equal(samples["killed"], samples["uninterrupted"])
+    assert samples["killed"].groupby("id").size().tolist() == [2, 2, 2]
 
 
 @pytest.mark.slow

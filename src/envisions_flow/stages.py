@@ -26,8 +26,12 @@ from .environments.web import parse_episode_id
 from .generation import Generation, OpenAIChatBackend, load_backend
 from .runs import method_of, parse_run_dir, run_settings, training_plan
 from .selection import filter_trajectories, preference_pairs, select_training_sets, update_pool
+from .shards import clear, files_signature, fingerprint, map_in_shards
 
 log = logging.getLogger("envisions_flow")
+
+DEFAULT_SHARD_SIZE = 256   # inputs per shard of explore and refine
+EXECUTION_SHARD = 4_096    # programs per shard of execute
 
 # Error classes of programs that ran to the end (web: the episode also ended too slowly, or not at all).
 EXECUTED = {"", "wrong_answer", "no_answer", "too_slow", "not_done"}
@@ -57,6 +61,15 @@ def _backend(config: dict[str, Any], model_dir: str | Path):
 
 def _seed(config: dict[str, Any], iteration: int, stage: int) -> int:
     return int(config["generation"]["seed"]) * 1_000_003 + iteration * 101 + stage
+
+
+def _shard_size(config: dict[str, Any]) -> int:
+    """Inputs per shard of explore and refine (`generation.shard_size`); each shard has its own seed."""
+    return int(config["generation"].get("shard_size", DEFAULT_SHARD_SIZE))
+
+
+def _shard_seed(seed: int, index: int) -> int:
+    return seed + 7_919 * index
 
 
 def _generation_row(task: Any, sample_idx: int, prompt: str, generation: Generation, environment: Environment,
@@ -110,69 +123,95 @@ def prepare_data(config: dict[str, Any], domain: str, name: str, out: str | Path
 
 
 def explore(config: dict[str, Any], run: str, iteration: int, tasks_path: str, model_dir: str, out: str) -> None:
-    """Self-exploration: K samples per input with their self-rewards (Steps 1 and 7)."""
+    """Self-exploration: K samples per input with their self-rewards (Steps 1 and 7), kept in shards."""
     settings = _settings(config, run)
-    tasks = art.read_table(tasks_path, art.TASKS)
+    tasks = _tasks(art.read_table(tasks_path, art.TASKS))
     environment = _environment(config, run)
     few_shot = iteration <= int(settings["explore"]["few_shot_iterations"])
     if settings["strategy"]["explorer"] == "teacher":
-        backend = OpenAIChatBackend(**settings["teacher"])
+        backend, model = OpenAIChatBackend(**settings["teacher"]), settings["teacher"]
     else:
-        backend = _backend(config, model_dir)
-    conversations = [environment.explore_prompt(task, few_shot) for task in _tasks(tasks)]
-    prompts = [backend.render(messages) for messages in conversations]
+        backend, model = _backend(config, model_dir), files_signature(model_dir)
     k, max_new_tokens = int(settings["explore"]["k"]), int(settings["explore"]["max_new_tokens"])
+    seed = _seed(config, iteration, 1)
+
+    def work(shard: Sequence[Task], index: int) -> list[dict[str, Any]]:
+        conversations = [environment.explore_prompt(task, few_shot) for task in shard]
+        prompts = [backend.render(messages) for messages in conversations]
+        samples = backend.sample(prompts, k, max_new_tokens, _shard_seed(seed, index))
+        if getattr(environment, "max_turns", 1) > 1:
+            flat = more_turns(environment, backend, [task for task in shard for _ in range(k)],
+                              [messages for messages in conversations for _ in range(k)],
+                              [generation for generations in samples for generation in generations],
+                              lambda more, turn: [g for (g,) in backend.sample(more, 1, max_new_tokens,
+                                                                               _shard_seed(seed + 10 * turn, index))])
+            samples = [flat[start:start + k] for start in range(0, len(flat), k)]
+        return [_generation_row(task, sample_idx, prompt, generation, environment)
+                for task, prompt, generations in zip(shard, prompts, samples)
+                for sample_idx, generation in enumerate(generations)]
+
     started = time.monotonic()
-    samples = backend.sample(prompts, k, max_new_tokens, _seed(config, iteration, 1))
-    if getattr(environment, "max_turns", 1) > 1:
-        flat = more_turns(environment, backend, [task for task in _tasks(tasks) for _ in range(k)],
-                           [messages for messages in conversations for _ in range(k)],
-                           [generation for generations in samples for generation in generations],
-                           lambda more, turn: [g for (g,) in backend.sample(more, 1, max_new_tokens,
-                                                                            _seed(config, iteration, 10 + turn))])
-        samples = [flat[start:start + k] for start in range(0, len(flat), k)]
-    rows = [_generation_row(task, index, prompt, generation, environment)
-            for task, prompt, generations in zip(tasks.itertuples(), prompts, samples)
-            for index, generation in enumerate(generations)]
-    art.write_table(rows, out, art.GENERATIONS)
-    tokens = sum(row["n_tokens"] for row in rows)
-    log.info("%s: %d samples (%d few-shot=%s), %d tokens in %.0f s", out, len(rows), len(tasks), few_shot, tokens,
-             time.monotonic() - started)
+    key = fingerprint("explore", [(t.id, t.question) for t in tasks], few_shot, k, max_new_tokens, seed, model,
+                      _shard_size(config))
+    frame = map_in_shards(tasks, _shard_size(config), out, art.GENERATIONS, key, work)
+    art.write_table(frame, out, art.GENERATIONS)
+    clear(out)
+    log.info("%s: %d samples (%d inputs, few-shot=%s), %d tokens in %.0f s", out, len(frame), len(tasks), few_shot,
+             int(frame["n_tokens"].sum()), time.monotonic() - started)
 
 
 def refine(config: dict[str, Any], run: str, iteration: int, samples_path: str, model_dir: str, out: str) -> None:
-    """Self-refinement: one refined program per sample, written from (x, a_k) (Steps 4 and 7)."""
+    """Self-refinement: one refined program per sample, written from (x, a_k) (Steps 4 and 7), kept in shards."""
     settings = _settings(config, run)
     samples = art.read_table(samples_path, art.GENERATIONS)
     environment = _environment(config, run)
     backend = _backend(config, model_dir)
-    tasks = _tasks(samples)
-    conversations = [environment.refine_prompt(task, program) for task, program in zip(tasks, samples["program"])]
-    prompts = [backend.render(messages) for messages in conversations]
     max_new_tokens = int(settings["refine"]["max_new_tokens"])
+    seed = _seed(config, iteration, 2)
+
+    def work(shard: Sequence[Any], index: int) -> list[dict[str, Any]]:
+        tasks = [Task(row.id, row.question, row.answer) for row in shard]
+        conversations = [environment.refine_prompt(task, row.program) for task, row in zip(tasks, shard)]
+        prompts = [backend.render(messages) for messages in conversations]
+        generations = [g for (g,) in backend.sample(prompts, 1, max_new_tokens, _shard_seed(seed, index))]
+        generations = more_turns(environment, backend, tasks, conversations, generations,
+                                 lambda more, turn: [g for (g,) in backend.sample(
+                                     more, 1, max_new_tokens, _shard_seed(seed + 10 * turn, index))])
+        return [_generation_row(row, row.sample_idx, prompt, generation, environment, source_program=row.program)
+                for row, prompt, generation in zip(shard, prompts, generations)]
+
     started = time.monotonic()
-    generations = [g for (g,) in backend.sample(prompts, 1, max_new_tokens, _seed(config, iteration, 2))]
-    generations = more_turns(environment, backend, tasks, conversations, generations,
-                              lambda more, turn: [g for (g,) in backend.sample(more, 1, max_new_tokens,
-                                                                               _seed(config, iteration, 20 + turn))])
-    rows = [_generation_row(row, row.sample_idx, prompt, generation, environment, source_program=row.program)
-            for row, prompt, generation in zip(samples.itertuples(), prompts, generations)]
-    art.write_table(rows, out, art.GENERATIONS)
-    log.info("%s: %d refinements in %.0f s", out, len(rows), time.monotonic() - started)
+    rows = list(samples.itertuples())
+    key = fingerprint("refine", samples[["id", "sample_idx", "question", "program"]].values.tolist(), max_new_tokens,
+                      seed, files_signature(model_dir), _shard_size(config))
+    frame = map_in_shards(rows, _shard_size(config), out, art.GENERATIONS, key, work)
+    art.write_table(frame, out, art.GENERATIONS)
+    clear(out)
+    log.info("%s: %d refinements in %.0f s", out, len(frame), time.monotonic() - started)
 
 
 def execute(config: dict[str, Any], run: str, generations_path: str, out: str) -> None:
-    """Run every program in the environment: binary reward b and error class (Steps 2-3 and 5-6)."""
+    """Run every program in the environment: binary reward b and error class (Steps 2-3 and 5-6).
+
+    Verdicts are kept in shards of EXECUTION_SHARD programs, so a killed job resumes.
+    """
     generations = art.read_table(generations_path, art.GENERATIONS)
     environment = _environment(config, run)
-    tasks = [Task(row.id, row.question, row.answer) for row in generations.itertuples()]
-    results = environment.execute(tasks, list(generations["program"]))
-    rows = [{"id": row.id, "sample_idx": row.sample_idx, "b": result.b, "value": result.value,
-             "error_class": result.error_class, "duration_s": result.duration_s}
-            for row, result in zip(generations.itertuples(), results)]
-    art.write_table(rows, out, art.EXECUTIONS)
-    classes = Counter(result.error_class or "correct" for result in results)
-    log.info("%s: %d programs, %s", out, len(rows), dict(classes))
+
+    def work(shard: Sequence[Any], index: int) -> list[dict[str, Any]]:
+        results = environment.execute([Task(row.id, row.question, row.answer) for row in shard],
+                                      [row.program for row in shard])
+        return [{"id": row.id, "sample_idx": row.sample_idx, "b": result.b, "value": result.value,
+                 "error_class": result.error_class, "duration_s": result.duration_s}
+                for row, result in zip(shard, results)]
+
+    key = fingerprint("execute", generations[["id", "sample_idx", "question", "answer", "program"]].values.tolist(),
+                      _settings(config, run)["execution"])
+    frame = map_in_shards(list(generations.itertuples()), EXECUTION_SHARD, out, art.EXECUTIONS, key, work)
+    art.write_table(frame, out, art.EXECUTIONS)
+    clear(out)
+    classes = Counter(error_class or "correct" for error_class in frame["error_class"])
+    log.info("%s: %d programs, %s", out, len(frame), dict(classes))
 
 
 def _judged(generations_path: str, executions_path: str) -> pd.DataFrame:
