@@ -192,6 +192,19 @@ def test_table3_and_table5(tmp_path: Path, results):
     assert frame.loc["K=5 (envisions) · paper", "svamp"] == "72.40"
 
 
+def test_a_demo_like_config_shows_its_own_k_and_no_unrelated_paper_rows(tmp_path: Path, results):
+    # the report covers math only (default_domains), whose K is 4 and whose test set the paper does not have;
+    # logic keeps the paper's K=5 and test sets, but is not reported
+    math = {**CONFIG["domains"]["math"], "testsets": {"generated": _generated(4, True)}, "explore": {"k": 4}}
+    config = {**CONFIG, "default_domains": ["math"], "domains": {**CONFIG["domains"], "math": math}}
+    frame, _ = _render(tmp_path, "table5", results[0], config)
+    assert [label for label in frame.index if label.endswith(")")] == ["K=4 (envisions)", "K=10 (k10)"]
+    frame, markdown = _render(tmp_path, "table2", results[0], config)
+    assert frame.index.tolist()[1:] == ["envisions", "fewshot", "star"]
+    assert frame.loc["envisions", "generated"] == "80.00" and frame.loc["envisions", "Avg."] == "80.00"
+    assert "No test set is named like one of the paper's" in markdown
+
+
 def test_table8_self_refinement(tmp_path: Path, results):
     frame, _ = _render(tmp_path, "table8", results[0])
     assert "ruletaker" not in frame.columns  # logic does not refine at test time

@@ -224,7 +224,7 @@ def _accuracy_rows(config: dict[str, Any], evals: dict[tuple[str, str], dict[str
                      **{label: _fmt(value) for (_, _, label), value in zip(columns, values)},
                      "Avg.": _fmt(average)})
         key = paper_key(run) if callable(paper_key) else (run if run in paper else method)
-        published = paper.get(key)
+        published = paper.get(key) if any(paper_columns) else None
         if not published:
             continue
         theirs = [published.get(column) if column else None for column in paper_columns]
@@ -239,9 +239,12 @@ def _accuracy_rows(config: dict[str, Any], evals: dict[tuple[str, str], dict[str
                      "Avg.": _fmt(avg_diff, signed=True)})
     notes = ["Accuracy in % at each run's last iteration; Avg. is the mean over the row's test sets; "
              "'held-out?' ✓ marks test sets configured with held_in: false; '—' = not configured or not reported."]
-    if paper_table:
+    if paper_table and not any(paper_columns):
+        notes.append("No test set is named like one of the paper's (" + ", ".join(paper_numbers()["testsets"])
+                     + "), so its published numbers are not shown beside these.")
+    elif paper_table:
         notes.append(_paper_note(config, paper_table))
-        if any(paper_columns) and not full_match:
+        if not full_match:
             notes.append("Δ Avg. is left out: the configured test sets are not the paper's eight.")
     return pd.DataFrame(rows), notes
 
@@ -268,17 +271,22 @@ def table3(config: dict[str, Any], entries: Entries) -> Table:
     return Table("table3", frame, notes)
 
 
+def _ks_of(config: dict[str, Any], run: str) -> list[int]:
+    """The K a run samples with in each domain the report covers (one value unless domains differ)."""
+    return sorted({int(run_settings(config, domain, run)["explore"]["k"]) for domain in _domains(config)
+                   if run in runs_of(config, domain)})
+
+
 def _k_of(config: dict[str, Any], run: str) -> int | None:
-    ks = {run_settings(config, domain, run)["explore"]["k"] for domain in config["domains"]
-          if run in runs_of(config, domain)}
-    return ks.pop() if len(ks) == 1 else None
+    ks = _ks_of(config, run)
+    return ks[0] if len(ks) == 1 else None
 
 
 def table5(config: dict[str, Any], entries: Entries) -> Table:
     """ENVISIONS at its own K and the runs that override explore.k, sorted by K."""
     evals = _load_evals(entries)
     runs = sorted(_run_names(evals), key=lambda run: (_k_of(config, run) or 0, run))
-    labels = {run: f"K={_k_of(config, run) or '?'} ({run})" for run in runs}
+    labels = {run: f"K={'/'.join(map(str, _ks_of(config, run)))} ({run})" for run in runs}
     frame, notes = _accuracy_rows(config, evals, _columns(config, _domains(config)), runs, "table5",
                                   paper_key=lambda run: _k_of(config, run), labels=labels)
     if len(runs) == 1:
