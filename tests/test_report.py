@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from envisions_flow import artifacts as art
-from envisions_flow import report
+from envisions_flow import report, stages
+from envisions_flow.environments.base import Execution, Task
 from envisions_flow.runs import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,12 +231,19 @@ def test_table11_without_and_with_web_runs(tmp_path: Path, results):
                                          "testsets": {"miniwob": {"kind": "miniwob", "split": "test"}}}},
            "runs": {"star": {"method": "star"}}}
     paths = {}
-    for run, tasks in {"envisions": {"click-button": 1.0, "enter-text": 0.5}, "star": {"click-button": 0.8}}.items():
+    episodes = {"envisions": [("click-button", 1), ("enter-text", 1), ("enter-text", 0)],
+                "star": [("click-button", 1), ("click-button", 1), ("click-button", 1), ("click-button", 0)]}
+    for run, outcomes in episodes.items():
+        # per_task as the evaluate stage writes it
+        tasks = [Task(f"{name}:{seed}", "", name) for seed, (name, _) in enumerate(outcomes)]
+        verdicts = [Execution(b, "1" if b else "0", "" if b else "wrong_answer", 0.1) for _, b in outcomes]
+        testset = {"accuracy": 0.7, **stages.web_success(tasks, verdicts)}
         path = tmp_path / f"web-{run}.json"
-        path.write_text(json.dumps({"testsets": {"miniwob": {"accuracy": 0.7, "per_task": tasks}}, "average": 0.7}))
+        path.write_text(json.dumps({"testsets": {"miniwob": testset}, "average": 0.7}))
         paths[("web", run)] = str(path)
     frame, _ = _render(tmp_path, "table11", paths, web)
     assert frame.loc["click-button", "envisions"] == "100.00" and frame.loc["enter-text", "star"] == "—"
+    assert frame.loc["enter-text", "envisions"] == "50.00" and frame.loc["click-button", "star"] == "75.00"
     assert frame.loc["average", "envisions"] == "75.00"
 
 

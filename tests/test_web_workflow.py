@@ -95,13 +95,13 @@ def test_web_explore_reads_its_iterations_episodes_and_runs_share_iteration_one(
 
 def test_eval_reports_raw_success_and_success_per_web_task():
     from envisions_flow.environments.base import Execution, Task
-    from envisions_flow.stages import _web_success
+    from envisions_flow.stages import web_success
 
     tasks = [Task("click-button:1", "q", "click-button"), Task("click-button:2", "q", "click-button"),
              Task("focus-text:3", "q", "focus-text"), Task("focus-text:4", "q", "focus-text")]
     results = [Execution(1, "1", "", 1.0), Execution(0, "1", "too_slow", 9.0), Execution(0, "-1", "wrong_answer", 1.0),
                Execution(0, None, "syntax", 0.0)]
-    report = _web_success(tasks, results)
+    report = web_success(tasks, results)
     assert report["raw_success"] == 0.5 and report["task_average"] == 0.25
     assert report["per_task"] == {
         "click-button": {"n": 2, "correct": 1, "raw_correct": 2, "success": 0.5, "raw_success": 1.0},

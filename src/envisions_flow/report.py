@@ -377,8 +377,8 @@ def table11(config: dict[str, Any], entries: Entries) -> Table:
         for name in names:
             per_task = (result["testsets"].get(name) or {}).get("per_task")
             if per_task is not None:
-                series[run if len(names) == 1 else f"{run}/{name}"] = {task: _pct(value)
-                                                                       for task, value in per_task.items()}
+                series[run if len(names) == 1 else f"{run}/{name}"] = {task: _pct(entry["success"])
+                                                                       for task, entry in per_task.items()}
     if not series:
         return Table("table11", pd.DataFrame(),
                      ["The web runs' eval.json files have no per-task breakdown (testsets.<name>.per_task)."])

@@ -355,7 +355,7 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
         if self_refine:
             summary[name]["accuracy_self_refined"] = sum(refined_b) / len(results)
         if domain == "web":
-            summary[name].update(_web_success(tasks, results))
+            summary[name].update(web_success(tasks, results))
         log.info("%s %s: accuracy %.3f on %d", out_json, name, summary[name]["accuracy"], len(results))
     art.write_table(rows, out_parquet, art.EVAL)
     run_name = parse_run_dir(run)[1]
@@ -375,7 +375,7 @@ def _raw_success(result: Any) -> int:
     return int(result.value is not None and float(result.value) > 0)
 
 
-def _web_success(tasks: Sequence[Task], results: Sequence[Any]) -> dict[str, Any]:
+def web_success(tasks: Sequence[Task], results: Sequence[Any]) -> dict[str, Any]:
     """Raw success over the test set, and success per MiniWob task (paper Table 11; Task.answer = task name)."""
     per_task: dict[str, dict[str, Any]] = {}
     for task, result in zip(tasks, results):
