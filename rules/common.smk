@@ -3,6 +3,7 @@ import re
 import yaml
 from snakemake.exceptions import WorkflowError
 
+from envisions_flow.artifacts import ArtifactError, check_results
 from envisions_flow.config import (
     ConfigError,
     check,
@@ -28,6 +29,12 @@ try:
         check_runs(config, yaml.safe_load(schema_file))
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
+
+if workflow.is_main_process:  # once per invocation, not again inside each cluster job
+    try:
+        check_results("results")
+    except ArtifactError as error:
+        raise WorkflowError(f"damaged result of an earlier run: {error}")
 
 DOMAINS = list(config["domains"])
 DEFAULT_DOMAINS = config.get("default_domains", DOMAINS)

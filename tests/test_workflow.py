@@ -122,6 +122,46 @@ def test_bad_configuration_stops_before_any_job(tmp_path: Path, case: str):
     assert not (workdir / "results").exists()
 
 
+@pytest.mark.parametrize("damage", ["truncated_parquet", "not_parquet", "checkpoint_without_weights",
+                                    "base_model_without_config"])
+def test_damaged_results_of_an_earlier_run_stop_before_any_job(tmp_path: Path, damage: str):
+    workdir = workflow_copy(tmp_path / "wf")
+    iteration = workdir / "results" / "math" / "iter1"
+    iteration.mkdir(parents=True)
+    art.write_table([{"id": "x", "question": "q", "answer": "1", "source": "s"}], iteration / "tasks.parquet",
+                    art.TASKS)
+    checkpoint, base = iteration / "checkpoint", workdir / "results" / "models" / "base"
+    for model in (checkpoint, base):
+        model.mkdir(parents=True)
+        (model / "config.json").write_text("{}")
+        (model / "model.safetensors").write_bytes(b"weights")
+    if damage == "truncated_parquet":
+        damaged = iteration / "samples.parquet"
+        damaged.write_bytes((iteration / "tasks.parquet").read_bytes()[:-20])
+        message = f"{damaged}: not a readable Parquet file"
+    elif damage == "not_parquet":
+        damaged = iteration / "u1.parquet"
+        damaged.write_text("id,positive\nx,return 1\n")
+        message = f"{damaged}: not a readable Parquet file"
+    elif damage == "checkpoint_without_weights":
+        (checkpoint / "model.safetensors").unlink()
+        message = f"{checkpoint}: a model checkpoint without weights"
+    else:
+        (base / "config.json").unlink()
+        message = f"{base}: a model checkpoint without config.json"
+    result = snakemake(workdir, "-n", config=TINY, check=False)
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).replace(str(workdir) + "/", "")
+    assert "damaged result of an earlier run" in output and message.replace(str(workdir) + "/", "") in output
+    assert "delete" in output
+    # a killed job's unfinished shards are not damage: their stage reads or recomputes them
+    if damage == "truncated_parquet":
+        shards = iteration / "samples.parquet.shards"
+        shards.mkdir()
+        (iteration / "samples.parquet").rename(shards / "key-00000.parquet")
+        assert snakemake(workdir, "-n", config=TINY, check=False).returncode == 0
+
+
 def test_default_and_demo_configs_are_valid_and_lint_clean():
     result = subprocess.run([*SNAKEMAKE, "--lint", "--configfile", "config/demo.yaml"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)

@@ -220,3 +220,36 @@ def write_text(text: str, path: str | Path) -> None:
 def write_json(data: dict[str, Any], path: str | Path) -> None:
     """Write a small JSON summary atomically."""
     write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", path)
+
+
+WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_results(root: str | Path = "results") -> None:
+    """Refuse to start on damaged artifacts of an earlier run: a Parquet file whose footer cannot be
+    read (truncated, or not Parquet at all) or a model checkpoint without config or weights.
+
+    Snakemake would take either as finished (the file exists) and the first rule to read it would
+    fail later, possibly on a GPU node; the message names the file and what to do instead.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*.parquet")):
+        if path.parent.name.endswith(".shards"):
+            continue  # unfinished work of a killed job: its stage re-reads or recomputes it
+        try:
+            pq.read_metadata(path)
+        except (pa.ArrowInvalid, OSError) as error:
+            raise ArtifactError(f"{path}: not a readable Parquet file ({error}); delete it and re-run to "
+                                "compute it again") from None
+    for path in sorted(root.rglob("checkpoint")) + sorted(root.glob("models/*")):
+        if not path.is_dir():
+            continue
+        missing = [] if (path / "config.json").is_file() else ["config.json"]
+        if not any((path / name).is_file() for name in WEIGHTS):
+            missing.append("weights (" + " or ".join(WEIGHTS[::2]) + ")")
+        if missing:
+            raise ArtifactError(f"{path}: a model checkpoint without {' and '.join(missing)}; delete the "
+                                "directory and re-run to train (or convert) it again")
+
