@@ -279,6 +279,60 @@ def test_a_killed_sampling_job_resumes_from_its_shards_and_samples_the_same(tmp_
     assert samples["killed"].groupby("id").size().tolist() == [2, 2, 2]
 
 
+def _artifact_rows(workdir: Path) -> dict[str, pd.DataFrame]:
+    """Every Parquet artifact of a run, without the wall-clock column (the only one that may differ)."""
+    frames = {}
+    for path in sorted((workdir / "results" / "math").rglob("*.parquet")):
+        frame = pd.read_parquet(path)
+        frames[str(path.relative_to(workdir))] = frame.drop(columns=["duration_s"], errors="ignore")
+    return frames
+
+
+@pytest.mark.slow
+def test_sigkill_in_every_stage_then_resume_gives_the_artifacts_of_an_uninterrupted_run(tmp_path: Path,
+                                                                                         base_model: Path):
+    import random
+
+    target = "results/math/iter1/eval.json"
+    reference, killed = workflow_copy(tmp_path / "reference"), workflow_copy(tmp_path / "killed")
+    for workdir in (reference, killed):
+        shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    snakemake(reference, target, config=TINY)
+
+    # Start, and kill (SIGKILL, the whole process group) at a random moment of each job not killed before;
+    # then unlock and start again, until the target is built.
+    (killed / "test.yaml").write_text(yaml.safe_dump(TINY))
+    rng, kills, logs = random.Random(7), [], killed / "results" / "logs"
+    for _ in range(20):
+        process = subprocess.Popen([*SNAKEMAKE, "--cores", "2", "--rerun-incomplete", target, "--configfile",
+                                    "test.yaml"], cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        fresh: list[Path] = []
+        deadline = time.monotonic() + 600
+        while not fresh and process.poll() is None and time.monotonic() < deadline:
+            fresh = [log for log in logs.rglob("*.log") if str(log) not in kills] if logs.exists() else []
+            time.sleep(0.05)
+        if process.poll() is not None:
+            break
+        time.sleep(rng.uniform(0.0, 3.0))
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        kills.append(str(fresh[0]))
+        snakemake(killed, "--unlock", target, config=TINY)
+    assert process.returncode == 0 and (killed / target).is_file()
+    killed_stages = {Path(log).stem for log in kills}
+    assert {"explore", "train", "evaluate"} <= killed_stages, killed_stages
+
+    ours, theirs = _artifact_rows(killed), _artifact_rows(reference)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        pd.testing.assert_frame_equal(ours[name], theirs[name], obj=name)
+    assert (killed / target).read_text() == (reference / target).read_text()
+    weights = "results/math/iter1/checkpoint/model.safetensors"
+    assert (killed / weights).read_bytes() == (reference / weights).read_bytes()
+    assert not list((killed / "results").rglob("*.shards")) and not list((killed / "results").rglob("*.partial"))
+
+
 @pytest.mark.slow
 def test_logic_domain_runs_through_selection(tmp_path: Path, base_model: Path):
     workdir = workflow_copy(tmp_path / "wf")
