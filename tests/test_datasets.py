@@ -95,6 +95,14 @@ def test_presets_fill_in_and_can_be_overridden():
         ([{"question": "", "answer": "1"}], {"question": "question", "answer": "answer"}, "empty questions"),
         ([{"question": "q", "answer": "1", "i": "x"}, {"question": "r", "answer": "2", "i": "x"}],
          {"question": "question", "answer": "answer", "id": "i"}, "duplicate ids"),
+        ([{"question": "q", "answer": "1"}, {"question": None, "answer": "2"}], {"question": "question", "answer": "answer"},
+         r"k\.fields\.question: .* has missing values \(null\) at rows \[1\]"),
+        ([{"question": ["a", "b"], "answer": "1"}], {"question": "question", "answer": "answer"},
+         r"k\.fields\.question: .* must hold text or numbers; rows \[0\] hold \['list'\]"),
+        ([{"question": "q", "answer": {"value": 1}}], {"question": "question", "answer": "answer"},
+         r"k\.fields\.answer: .* rows \[0\] hold \['dict'\]"),
+        ([{"question": "q", "answer": 1, "i": None}], {"question": "question", "answer": "answer", "id": "i"},
+         r"k\.fields\.id: .* missing values"),
     ],
 )
 def test_malformed_files_name_key_and_field(tmp_path: Path, rows, fields, message):

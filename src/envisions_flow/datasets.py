@@ -8,11 +8,13 @@ work starts.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from . import answers
@@ -159,6 +161,19 @@ def _format(template: str, row: dict) -> str:
     return _PLACEHOLDER.sub(lambda match: str(row[match.group(1)]), template)
 
 
+def _check_scalars(column: list[Any], key: str, origin: str) -> None:
+    """Text or numbers only: a missing value (null, NaN) or a list/object would otherwise become the
+    text 'nan' or "['a', 'b']" and reach the prompts."""
+    missing = [i for i, value in enumerate(column) if value is None or (isinstance(value, float) and math.isnan(value))]
+    if missing:
+        raise DataError(f"{key}: {origin} has missing values (null) at rows {missing[:5]}")
+    wrong = [(i, type(value).__name__) for i, value in enumerate(column)
+             if not isinstance(value, (str, int, float, bool, np.integer, np.floating))]
+    if wrong:
+        raise DataError(f"{key}: {origin} must hold text or numbers; rows {[i for i, _ in wrong[:5]]} hold "
+                        f"{sorted({kind for _, kind in wrong})}")
+
+
 def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) -> pd.DataFrame:
     """Map a raw table to (id, question, answer, source) and check it."""
     if spec.get("explode"):
@@ -182,11 +197,16 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) 
     if not rows:
         raise DataError(f"{key}: {origin} has no rows (empty split)")
     name = spec.get("name", key.split(".")[-1])
+    values = {target: [getters[target](row) for row in rows] for target in ("question", "answer")}
+    if "id" in fields:
+        values["id"] = [row[fields["id"]] for row in rows]
+    for target, column in values.items():
+        _check_scalars(column, f"{key}.fields.{target}", origin)
     out = pd.DataFrame(
         {
-            "id": [str(row[fields["id"]]) if "id" in fields else f"{name}-{i}" for i, row in enumerate(rows)],
-            "question": [str(getters["question"](row)).strip() for row in rows],
-            "answer": [_gold(getters["answer"](row), spec.get("answer_format", "raw")) for row in rows],
+            "id": [str(value) for value in values["id"]] if "id" in fields else [f"{name}-{i}" for i in range(len(rows))],
+            "question": [str(value).strip() for value in values["question"]],
+            "answer": [_gold(value, spec.get("answer_format", "raw")) for value in values["answer"]],
             "source": name,
         }
     )
