@@ -50,11 +50,20 @@ def test_hostile_program_is_contained(name: str) -> None:
     assert after <= before, f"{name} left processes behind: {after - before}"
 
 
-def test_writes_outside_the_sandbox_are_refused(tmp_path: Path) -> None:
-    target = tmp_path / "escaped.txt"
-    outcome = run_program(solution(f"open({str(target)!r}, 'w').write('x')\nreturn 1"), limits=LIMITS)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("where", ["elsewhere", "results", "project"])
+def test_writes_outside_the_sandbox_are_refused(tmp_path: Path, where: str) -> None:
+    # a new file elsewhere or in the results directory, or an append to the project's own README
+    target = {"elsewhere": tmp_path / "escaped.txt", "results": ROOT / "results" / "escaped.txt",
+              "project": ROOT / "README.md"}[where]
+    before = target.read_bytes() if target.exists() else None
+    code = solution(f"os.makedirs({str(target.parent)!r}, exist_ok=True)\nopen({str(target)!r}, 'a').write('x')\n"
+                    "return 1", "import os")
+    outcome = run_program(code, limits=LIMITS)
     assert outcome.error_class == FORBIDDEN
-    assert not target.exists()
+    assert (target.read_bytes() if target.exists() else None) == before
 
 
 def test_writes_inside_the_sandbox_work_and_are_thrown_away() -> None:

@@ -295,9 +295,12 @@ def _hostile_pages(root: Path) -> Path:
 var genProblem = function() {
   document.getElementById('query').textContent = 'Click ok.';
   document.getElementById('area').innerHTML =
-    '<a id="away" href="elsewhere.html">away</a> <button id="hang">hang</button> <button id="ok">ok</button>';
+    '<a id="away" href="elsewhere.html">away</a> <button id="hang">hang</button> <button id="ok">ok</button>' +
+    ' <button id="popup">popup</button> <button id="oom">oom</button>';
   document.getElementById('ok').onclick = function() { core.endEpisode(1.0, true); };
   document.getElementById('hang').onclick = function() { while (true) {} };
+  document.getElementById('popup').onclick = function() { window.open('elsewhere.html', '_blank'); };
+  document.getElementById('oom').onclick = function() { const a = []; while (true) a.push(new Array(1e6).fill(1.5)); };
 };
 window.onload = function() { core.startEpisode(); };
 </script></head>
@@ -322,6 +325,20 @@ def test_navigation_hangs_and_timeouts_fail_only_their_episode(tmp_path):
     started = time.monotonic()
     assert slow.execute([Task(episode_id("enter-text", 7), "", "enter-text")], [program])[0].error_class == TIMEOUT
     assert time.monotonic() - started < 30  # typing it all would take minutes
+
+
+@pytest.mark.browser
+@browser
+def test_popups_are_closed_and_a_crashed_page_fails_only_its_episode(tmp_path):
+    # a 64 MB JS heap: the page that allocates without end crashes its renderer
+    environment = WebEnvironment(workers=1, html_dir=_hostile_pages(tmp_path), limits=Limits(timeout_s=20.0,
+                                                                                            memory_mb=64))
+    task = Task(episode_id("hostile", 1), "", "hostile")
+    ok = "agent.click_xpath(\"//button[@id='ok']\")"
+    popup_then_ok = "agent.click_xpath(\"//button[@id='popup']\")\n" + ok
+    oom = "agent.click_xpath(\"//button[@id='oom']\")\n" + ok
+    results = environment.execute([task] * 3, [popup_then_ok, oom, ok])  # one page, in this order
+    assert [(r.b, r.error_class) for r in results] == [(1, ""), (0, PAGE_CRASH), (1, "")]
 
 
 def _chromium_children() -> list[int]:

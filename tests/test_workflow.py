@@ -222,6 +222,7 @@ def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model
     # A hard kill leaves Snakemake's lock behind (Ctrl-C would release it): unlock, as the README says.
     locked = snakemake(workdir, "results/math/iter1/eval.json", config=TINY, check=False)
     assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+    assert "--unlock" in locked.stdout + locked.stderr  # the message says what to do
     snakemake(workdir, "--unlock", "results/math/iter1/eval.json", config=TINY)
     snakemake(workdir, "--rerun-incomplete", "results/math/iter1/eval.json", config=TINY)
     for name, mtime in finished.items():
@@ -314,6 +315,10 @@ def test_sigkill_in_every_stage_then_resume_gives_the_artifacts_of_an_uninterrup
             time.sleep(0.05)
         if process.poll() is not None:
             break
+        if not kills:  # a second invocation on the same directory, while the first runs, is refused
+            second = snakemake(killed, "--rerun-incomplete", target, config=TINY, check=False)
+            refusal = second.stdout + second.stderr
+            assert second.returncode != 0 and "cannot be locked" in refusal and "--unlock" in refusal
         time.sleep(rng.uniform(0.0, 3.0))
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
