@@ -252,4 +252,3 @@ def check_results(root: str | Path = "results") -> None:
         if missing:
             raise ArtifactError(f"{path}: a model checkpoint without {' and '.join(missing)}; delete the "
                                 "directory and re-run to train (or convert) it again")
-

@@ -61,7 +61,7 @@ def map_in_shards(items: Sequence[T], shard_size: int, output: str | Path, schem
             except art.ArtifactError:
                 path.unlink()  # unreadable (a full disk, say): compute it again
         art.write_table(work(items[start:start + shard_size], index), path, schema)
-        frames.append(art.read_table(path, schema))
+        frames.append(art.read_table(path, schema))  # as a resumed shard would be: the same types either way
     if resumed:
         log.info("%s: resumed %d of %d finished shards", output, resumed, len(frames))
     if not frames:

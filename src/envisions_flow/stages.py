@@ -72,6 +72,11 @@ def _shard_seed(seed: int, index: int) -> int:
     return seed + 7_919 * index
 
 
+def _one_each(backend: Any, prompts: list[str], max_new_tokens: int, seed: int) -> list[Generation]:
+    """One sample per prompt (refinements, later turns)."""
+    return [generation for (generation,) in backend.sample(prompts, 1, max_new_tokens, seed)]
+
+
 def _generation_row(task: Any, sample_idx: int, prompt: str, generation: Generation, environment: Environment,
                     source_program: str = "") -> dict[str, Any]:
     """One row of the GENERATIONS schema."""
@@ -139,13 +144,12 @@ def explore(config: dict[str, Any], run: str, iteration: int, tasks_path: str, m
         conversations = [environment.explore_prompt(task, few_shot) for task in shard]
         prompts = [backend.render(messages) for messages in conversations]
         samples = backend.sample(prompts, k, max_new_tokens, _shard_seed(seed, index))
-        if getattr(environment, "max_turns", 1) > 1:
-            flat = more_turns(environment, backend, [task for task in shard for _ in range(k)],
-                              [messages for messages in conversations for _ in range(k)],
-                              [generation for generations in samples for generation in generations],
-                              lambda more, turn: [g for (g,) in backend.sample(more, 1, max_new_tokens,
-                                                                               _shard_seed(seed + 10 * turn, index))])
-            samples = [flat[start:start + k] for start in range(0, len(flat), k)]
+        flat = more_turns(environment, backend, [task for task in shard for _ in range(k)],
+                          [messages for messages in conversations for _ in range(k)],
+                          [generation for generations in samples for generation in generations],
+                          lambda more, turn: _one_each(backend, more, max_new_tokens,
+                                                       _shard_seed(seed + 10 * turn, index)))
+        samples = [flat[start:start + k] for start in range(0, len(flat), k)]
         return [_generation_row(task, sample_idx, prompt, generation, environment)
                 for task, prompt, generations in zip(shard, prompts, samples)
                 for sample_idx, generation in enumerate(generations)]
@@ -173,10 +177,10 @@ def refine(config: dict[str, Any], run: str, iteration: int, samples_path: str, 
         tasks = [Task(row.id, row.question, row.answer) for row in shard]
         conversations = [environment.refine_prompt(task, row.program) for task, row in zip(tasks, shard)]
         prompts = [backend.render(messages) for messages in conversations]
-        generations = [g for (g,) in backend.sample(prompts, 1, max_new_tokens, _shard_seed(seed, index))]
+        generations = _one_each(backend, prompts, max_new_tokens, _shard_seed(seed, index))
         generations = more_turns(environment, backend, tasks, conversations, generations,
-                                 lambda more, turn: [g for (g,) in backend.sample(
-                                     more, 1, max_new_tokens, _shard_seed(seed + 10 * turn, index))])
+                                 lambda more, turn: _one_each(backend, more, max_new_tokens,
+                                                              _shard_seed(seed + 10 * turn, index)))
         return [_generation_row(row, row.sample_idx, prompt, generation, environment, source_program=row.program)
                 for row, prompt, generation in zip(shard, prompts, generations)]
 
@@ -328,6 +332,7 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
         spec = dataset_spec(config, domain, name)
         environment = _environment(config, run, name)
         tasks = _tasks(art.read_table(path, art.TASKS))
+
         def greedy(conversations: list[Any]) -> list[Generation]:
             generations = backend.greedy([backend.render(messages) for messages in conversations], max_new_tokens)
             return more_turns(environment, backend, tasks, conversations, generations,
