@@ -9,7 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from envisions_flow.sandbox import FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT, Limits, run_many, run_program
+from envisions_flow.sandbox import (FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT, Limits, SandboxPool, SandboxWorkerError,
+                                    run_many, run_program)
 
 LIMITS = Limits(timeout_s=2.0, memory_mb=1024)
 
@@ -109,10 +110,25 @@ def test_memory_limit_is_on_top_of_what_the_parent_maps():
     import mmap
 
     reserved = mmap.mmap(-1, 4 * 1024**3)  # 4 GB of address space, never touched
-    try:
-        outcomes = run_many([(solution("return len(bytearray(200 * 1024**2))"), "solution()"),
-                             (HOSTILE["allocate_10gb"][0], "solution()")], LIMITS, workers=1)
+    try:  # forked from this very process, not from a pool's fresh worker
+        outcomes = [run_program(solution("return len(bytearray(200 * 1024**2))"), limits=LIMITS),
+                    run_program(HOSTILE["allocate_10gb"][0], limits=LIMITS)]
     finally:
         reserved.close()
     assert (outcomes[0].value, outcomes[0].error_class) == (str(200 * 1024**2), "")
     assert outcomes[1].error_class == MEMORY
+
+
+def test_programs_never_see_the_callers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVISIONS_TEST_TOKEN", "s3cret")
+    outcomes = run_many([(solution("return ' '.join(sorted(os.environ.values()))", "import os"), "solution()")],
+                        LIMITS, workers=1)
+    assert outcomes[0].error_class == "" and "s3cret" not in outcomes[0].value
+
+
+def test_a_worker_killed_from_outside_is_reported_not_hidden() -> None:
+    with SandboxPool(1, LIMITS) as pool:
+        assert [o.value for o in pool.map([(solution("return 1"), "solution()")])] == ["1"]
+        pool._workers[0].process.kill()
+        with pytest.raises(SandboxWorkerError, match="died"):
+            list(pool.map([(solution("return 2"), "solution()")]))

@@ -12,6 +12,7 @@ judging it against the gold answer happens outside the sandbox.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,9 +23,7 @@ import signal
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from typing import Iterable, Iterator, Sequence
 
 # Error classes a sandboxed run can end with ("" means it returned normally).
@@ -74,8 +73,11 @@ _PATH_EVENTS = {
 _BLOCKED_MODULES = ("_posixsubprocess", "subprocess", "socket", "_socket", "multiprocessing", "pty", "cffi")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _MAX_VALUE_CHARS = 1000
-# Modules warm workers import once, so programs find them loaded (no import inside the sandbox).
-DEFAULT_PRELOAD = ("math", "fractions", "decimal", "itertools", "functools", "collections", "statistics", "datetime", "re", "sympy")
+# Modules a worker imports once, before forking, when a program names them: the child then finds them
+# loaded (imports inside the sandbox are slow and read files). Nothing is imported up front: every fork
+# copies the worker's page tables, and a worker holding sympy forks several times slower.
+WARM_MODULES = ("math", "fractions", "decimal", "itertools", "functools", "collections", "statistics", "datetime",
+                "re", "sympy", "numpy", "scipy")
 
 
 @dataclass(frozen=True)
@@ -114,15 +116,21 @@ def _render(value: object) -> str | None:
     return text[:_MAX_VALUE_CHARS]
 
 
+@functools.cache
+def _read_roots() -> tuple[str, ...]:
+    """Where children may read: the Python installation and sys.path (computed once per worker, before forking)."""
+    return tuple(
+        {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path) if p and os.path.isabs(p)}
+        - {"/"}
+    )
+
+
 class _Guard:
     """The audit hook that keeps a child inside its directory and away from the system."""
 
     def __init__(self, sandbox_dir: str) -> None:
         self.sandbox_dir = os.path.realpath(sandbox_dir)
-        self.read_roots = tuple(
-            {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path) if p and os.path.isabs(p)}
-            - {"/"}
-        )
+        self.read_roots = _read_roots()
         self.violation: str | None = None
         self._busy = False
 
@@ -183,8 +191,7 @@ def address_space_limit(memory_mb: int) -> int:
     return mapped + memory_mb * 1024 * 1024
 
 
-def _apply_limits(limits: Limits) -> None:
-    memory = address_space_limit(limits.memory_mb)
+def _apply_limits(limits: Limits, memory: int) -> None:
     cpu = max(1, math.ceil(limits.timeout_s)) + 1
     file_size = limits.max_file_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -193,7 +200,17 @@ def _apply_limits(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _child(code: str, entry: str, sandbox_dir: str, limits: Limits, result_fd: int) -> None:
+@functools.cache
+def _quiet_streams() -> tuple:
+    """Text streams on fds 0-2, made once before forking: each child points them at /dev/null.
+
+    Every page a child writes is copied on its first write, and building three text
+    streams in each child was a quarter of the cost of running a short program.
+    """
+    return open(0, "r", closefd=False), open(1, "w", closefd=False), open(2, "w", closefd=False)  # noqa: SIM115
+
+
+def _child(code: str, entry: str, sandbox_dir: str, limits: Limits, memory: int, result_fd: int) -> None:
     """Body of the forked child; never returns."""
     status: dict[str, object]
     try:
@@ -205,15 +222,13 @@ def _child(code: str, entry: str, sandbox_dir: str, limits: Limits, result_fd: i
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        sys.stdin = open(0, "r", closefd=False)  # noqa: SIM115
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        sys.stdin, sys.stdout, sys.stderr = _quiet_streams()
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing
         os.environ.clear()
         os.environ.update({"HOME": sandbox_dir, "TMPDIR": sandbox_dir, "PATH": ""})
         for name in _BLOCKED_MODULES:
             sys.modules.pop(name, None)
-        _apply_limits(limits)
+        _apply_limits(limits, memory)
         guard = _Guard(sandbox_dir)
         sys.addaudithook(guard)
         try:
@@ -254,13 +269,16 @@ def _kill_group(pid: int) -> None:
 
 def run_program(code: str, entry: str = "solution()", limits: Limits = Limits()) -> Outcome:
     """Run `code`, then evaluate `entry` in its namespace, in a fresh isolated child."""
+    _read_roots()
+    _quiet_streams()
+    memory = address_space_limit(limits.memory_mb)
     sandbox_dir = tempfile.mkdtemp(prefix="envisions-sandbox-")
     read_fd, write_fd = os.pipe()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(read_fd)
-        _child(code, entry, sandbox_dir, limits, write_fd)
+        _child(code, entry, sandbox_dir, limits, memory, write_fd)
     os.close(write_fd)
     chunks: list[bytes] = []
     deadline = start + limits.timeout_s
@@ -305,14 +323,22 @@ def run_program(code: str, entry: str = "solution()", limits: Limits = Limits())
     )
 
 
-def _worker_init(preload: tuple[str, ...]) -> None:
-    """Warm a worker: pre-import what programs use and leave the network if we can."""
-    for name in preload:
-        try:
-            __import__(name)
-        except ImportError:
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _import_quietly(name: str) -> None:
+    try:
+        __import__(name)
+    except ImportError:
+        pass
+
+
+def _warm_for(code: str) -> None:
+    """Import, in the worker, the warm modules a program names, so its child finds them loaded."""
+    for name in WARM_MODULES:
+        if name in code and name not in sys.modules:
+            _import_quietly(name)
+
+
+def _leave_network() -> None:
+    """Enter a new network namespace (as root, or through a user namespace) if the kernel lets us."""
     try:
         import ctypes
 
@@ -325,43 +351,117 @@ def _worker_init(preload: tuple[str, ...]) -> None:
         pass
 
 
-def _run_batch(batch: list[tuple[str, str]], limits: Limits) -> list[dict]:
-    return [asdict(run_program(code, entry, limits)) for code, entry in batch]
+def serve(preload: Sequence[str] = ()) -> None:
+    """A warm worker's loop: a JSON batch of (code, entry) on each stdin line, a JSON list of outcomes back.
+
+    The worker is a fresh interpreter that imported little more than this module: each
+    per-program fork copies the worker's page tables, so a worker forked from a caller
+    holding pandas or torch (or one with sympy preloaded) forks several times slower.
+    """
+    for name in preload:
+        _import_quietly(name)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _leave_network()
+    _read_roots()
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    for line in requests:
+        request = json.loads(line)
+        limits = Limits(**request["limits"])
+        outcomes = []
+        for code, entry in request["programs"]:
+            _warm_for(code)
+            outcome = run_program(code, entry, limits)
+            outcomes.append([outcome.value, outcome.error_class, outcome.error, outcome.duration_s])
+        replies.write(json.dumps(outcomes).encode() + b"\n")
+        replies.flush()
+
+
+class SandboxWorkerError(RuntimeError):
+    """A warm worker process died (killed from outside: programs themselves only ever kill their own child)."""
+
+
+class _Worker:
+    """One warm worker process and its request/reply pipes."""
+
+    def __init__(self, preload: Sequence[str]) -> None:
+        import subprocess
+
+        command = f"from envisions_flow.sandbox import serve; serve({list(preload)!r})"
+        # Programs never see the caller's environment (API keys, tokens): the worker starts without it.
+        environment = {name: os.environ[name] for name in ("PYTHONPATH", "TMPDIR", "LANG") if name in os.environ}
+        self.process = subprocess.Popen([sys.executable, "-c", command], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env=environment, start_new_session=True)
+
+    def run(self, batch: list[tuple[str, str]], limits: Limits) -> list[Outcome]:
+        request = json.dumps({"programs": batch, "limits": asdict(limits)}).encode() + b"\n"
+        try:
+            self.process.stdin.write(request)
+            self.process.stdin.flush()
+            reply = self.process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            reply = b""
+        if not reply:
+            raise SandboxWorkerError(f"sandbox worker {self.process.pid} died (exit status {self.process.poll()})")
+        return [Outcome(*fields) for fields in json.loads(reply)]
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - a stuck or dead worker is killed below either way
+            pass
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
 
 
 class SandboxPool:
-    """A pool of warm workers, each forking one isolated child per program."""
+    """Warm worker processes, each forking one isolated child per program; batches go to whichever is free."""
 
-    def __init__(self, workers: int, limits: Limits, chunk_size: int = 16,
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD) -> None:
+    def __init__(self, workers: int, limits: Limits, chunk_size: int = 16, preload: Sequence[str] = ()) -> None:
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
         self.limits = limits
         self.chunk_size = chunk_size
-        self._executor = ProcessPoolExecutor(
-            max_workers=max(1, workers), mp_context=get_context("fork"), initializer=_worker_init,
-            initargs=(preload,),
-        )
+        self._workers = [_Worker(preload) for _ in range(max(1, workers))]
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        for worker in self._workers:
+            self._idle.put(worker)
+        self._threads = ThreadPoolExecutor(len(self._workers))
 
     def __enter__(self) -> "SandboxPool":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        for worker in self._workers:
+            worker.close()
+        self._threads.shutdown(wait=True)
+
+    def _run(self, batch: list[tuple[str, str]]) -> list[Outcome]:
+        worker = self._idle.get()
+        try:
+            return worker.run(batch, self.limits)
+        finally:
+            self._idle.put(worker)
 
     def map(self, programs: Sequence[tuple[str, str]], progress: bool = False) -> Iterator[Outcome]:
-        """Run (code, entry) pairs, yielding outcomes in order as chunks finish."""
+        """Run (code, entry) pairs, yielding outcomes in order as batches finish."""
         from tqdm import tqdm
 
-        chunks = [list(programs[i : i + self.chunk_size]) for i in range(0, len(programs), self.chunk_size)]
-        futures = [self._executor.submit(_run_batch, chunk, self.limits) for chunk in chunks]
+        batches = [list(programs[i : i + self.chunk_size]) for i in range(0, len(programs), self.chunk_size)]
+        futures = [self._threads.submit(self._run, batch) for batch in batches]
         with tqdm(total=len(programs), desc="executing", unit="prog", disable=not progress) as bar:
             for future in futures:
-                for result in future.result():
+                for outcome in future.result():
                     bar.update()
-                    yield Outcome(**result)
+                    yield outcome
 
 
 def run_many(programs: Iterable[tuple[str, str]], limits: Limits, workers: int, progress: bool = False,
-             preload: tuple[str, ...] = DEFAULT_PRELOAD) -> list[Outcome]:
+             preload: Sequence[str] = ()) -> list[Outcome]:
     """Convenience wrapper: run all programs in a fresh pool."""
     with SandboxPool(workers, limits, preload=preload) as pool:
         return list(pool.map(list(programs), progress))

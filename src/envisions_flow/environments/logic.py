@@ -11,7 +11,7 @@ from multiprocessing import get_context
 from typing import Sequence
 
 from ..logic_programs import answer_or_error
-from ..sandbox import DEFAULT_PRELOAD, Limits, address_space_limit, run_many
+from ..sandbox import Limits, address_space_limit, run_many
 from .base import CORRECT, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
 
 INSTRUCTION = (
@@ -118,7 +118,7 @@ class LogicEnvironment:
             calls = [("from envisions_flow.logic_programs import answer_or_error\n" + f"PROGRAM = {programs[i]!r}",
                       f"answer_or_error(PROGRAM, {self.closed_world})") for i in retry]
             outcomes = run_many(calls, self.limits, self.workers, progress=self.progress,
-                                preload=DEFAULT_PRELOAD + ("clingo", "envisions_flow.logic_programs"))
+                                preload=("clingo", "envisions_flow.logic_programs"))
             for index, outcome in zip(retry, outcomes):
                 results[index] = _parse_label(outcome.value, outcome.duration_s) if not outcome.error_class else (
                     None, outcome.error_class, outcome.duration_s)

@@ -1,0 +1,36 @@
+"""What every benchmark prints: one JSON line per measurement, then the medians over repetitions."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+from typing import Any
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident set size of this process (or of its waited-for children) so far, in MiB."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of every descendant waited for so far (user + system)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def emit(line: dict[str, Any]) -> dict[str, Any]:
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def median_line(lines: list[dict[str, Any]], *keys: str, **extra: Any) -> dict[str, Any]:
+    """The medians of `keys` over repetitions, with the first line's identifying fields."""
+    first = lines[0]
+    summary = {key: value for key, value in first.items() if key not in keys and key != "repetition"
+               and not isinstance(value, (int, float)) or key in ("programs", "workers", "episodes")}
+    summary.update({f"median_{key}": round(statistics.median(line[key] for line in lines), 3) for key in keys})
+    summary.update(repetitions=len(lines), **extra)
+    return emit(summary)
