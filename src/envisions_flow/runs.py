@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .config import ConfigError, domain_settings
 
@@ -137,15 +137,18 @@ def check_runs(config: dict[str, Any], schema: dict[str, Any]) -> None:
     import jsonschema
 
     domain_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/domain"}
+    # one validator for all runs: `jsonschema.validate` re-checks the whole schema on every call
+    validator_class = jsonschema.validators.validator_for(domain_schema)
+    validator_class.check_schema(domain_schema)
+    validator = validator_class(domain_schema)
     for name, spec in (config.get("runs") or {}).items():
         unknown = set(spec.get("domains", [])) - set(config["domains"])
         if unknown:
             raise ConfigError(f"runs.{name}.domains: {sorted(unknown)} are not configured domains")
         for domain in spec.get("domains", config["domains"]):
             merged = deep_merge(domain_settings(config, domain), spec.get("overrides") or {})
-            try:
-                jsonschema.validate(merged, domain_schema)
-            except jsonschema.ValidationError as error:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(merged))
+            if error is not None:
                 where = ".".join(str(part) for part in error.absolute_path)
                 raise ConfigError(f"runs.{name}.overrides.{where}: {error.message}") from None
             settings = run_settings(config, domain, name)
@@ -164,7 +167,8 @@ def first_policy(settings: dict[str, Any]) -> str | None:
 
 
 def shared_run_dir(config: dict[str, Any], domain: str, run: str, keys: tuple[str, ...],
-                   strategy_keys: tuple[str, ...] = ()) -> str:
+                   strategy_keys: tuple[str, ...] = (),
+                   settings_of: Callable[[str, str], dict[str, Any]] | None = None) -> str:
     """The first run whose settings under `keys` (and strategy flags) equal this run's.
 
     Runs that would compute the same artifact from the same inputs read it from
@@ -172,7 +176,7 @@ def shared_run_dir(config: dict[str, Any], domain: str, run: str, keys: tuple[st
     evaluation of the base model at iteration 0.
     """
     def signature(name: str) -> str:
-        settings = run_settings(config, domain, name)
+        settings = settings_of(domain, name) if settings_of else run_settings(config, domain, name)
         picked = {key: settings.get(key) for key in keys}
         picked["strategy"] = {key: settings["strategy"][key] for key in strategy_keys}
         picked["policy"] = first_policy(settings)
