@@ -58,8 +58,9 @@ def emit(line: dict[str, Any]) -> dict[str, Any]:
 def median_line(lines: list[dict[str, Any]], *keys: str, **extra: Any) -> dict[str, Any]:
     """The medians of `keys` over repetitions, with the first line's identifying fields."""
     first = lines[0]
-    summary = {key: value for key, value in first.items() if key not in keys and key != "repetition"
-               and not isinstance(value, (int, float)) or key in ("programs", "workers", "episodes")}
+    settings = ("programs", "workers", "episodes", "prompts", "k", "batch_size", "max_new_tokens", "examples")
+    summary = {key: value for key, value in first.items() if key not in keys and key != "repetition" and (
+        isinstance(value, (str, bool, list)) or key in settings)}
     summary.update({f"median_{key}": round(statistics.median(line[key] for line in lines), 3) for key in keys})
     summary.update(repetitions=len(lines), **extra)
     return emit(summary)

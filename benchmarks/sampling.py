@@ -1,10 +1,11 @@
 """Sampling throughput of the transformers backend against the machine's limit (issue goal: >= 50% of it).
 
-K samples for each of 64 math prompts (the few-shot exploration prompt of iteration 1), at temperature 1
-with log-probs recorded, exactly as the explore rule samples. Generated tokens per second are compared
+K samples for each of 64 math prompts at temperature 1 with log-probs recorded, exactly as the explore rule
+samples: the zero-shot prompt of iterations 2 and later by default, `--few-shot` for iteration 1's prompt
+(~520 tokens of worked examples; encoding it once per prompt then costs about as much as the K samples). Generated tokens per second are compared
 with the limit the machine's measured fp32 matmul speed allows: 2 x parameters FLOPs per token.
 
-Run: .venv/bin/python benchmarks/sampling.py [--prompts 64] [--k 5] [--max-new-tokens 256] [--repeat 3]
+Run: .venv/bin/python benchmarks/sampling.py [--prompts 64] [--k 5] [--max-new-tokens 256] [--few-shot] [--repeat 3]
 Prints one JSON line per repetition, then one with the medians.
 """
 
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per batch (generation.batch_size)")
+    parser.add_argument("--few-shot", action="store_true", help="iteration 1's prompt with worked examples")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     backend = TransformersBackend(embedded_model_dir(), batch_size=args.batch_size, progress=False)
@@ -34,8 +36,8 @@ def main() -> None:
     environment = MathEnvironment()
     problems = generate_word_problems({"n": args.prompts, "split": "train", "difficulty": "medium", "seed": 0},
                                       "bench")
-    prompts = [backend.render(environment.explore_prompt(Task(row.id, row.question, row.answer), few_shot=True))
-               for row in problems.itertuples()]
+    prompts = [backend.render(environment.explore_prompt(Task(row.id, row.question, row.answer),
+                                                         few_shot=args.few_shot)) for row in problems.itertuples()]
     prompt_tokens = sum(len(backend.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
     lines = []
     for repetition in range(args.repeat):
@@ -46,7 +48,8 @@ def main() -> None:
         generated = sum(g.n_tokens for group in samples for g in group)
         lines.append(emit({
             "benchmark": "sampling", "repetition": repetition, "prompts": len(prompts), "k": args.k,
-            "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "parameters": parameters,
+            "batch_size": args.batch_size, "few_shot": args.few_shot, "max_new_tokens": args.max_new_tokens,
+            "parameters": parameters,
             "mean_prompt_tokens": round(prompt_tokens / len(prompts), 1), "generated_tokens": generated,
             "seconds": round(elapsed, 2), "tokens_per_s": round(generated / elapsed, 1),
             "limit_tokens_per_s": round(limit, 1), "share_of_limit": round(generated / elapsed / limit, 3),

@@ -3,8 +3,8 @@
 A backend turns chat messages into prompt text (the policy's own chat
 template) and produces completions with the log-prob of every generated token
 under the policy itself (temperature 1, no top-k/top-p truncation), which is
-what the self-reward (paper Eq. 1) needs. A vLLM backend can implement the same
-protocol without any rule changing.
+what the self-reward (paper Eq. 1) needs. `generation.backend: vllm` picks the
+vLLM backend (GPUs) behind the same protocol; no rule changes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from .environments.base import Messages
 
@@ -61,7 +61,7 @@ def render_chat(tokenizer, messages: Messages) -> str:
 
 
 class TransformersBackend:
-    """Batched `generate` with KV cache on CPU or GPU, recording token log-probs on the fly."""
+    """Batched decoding with KV cache on CPU or GPU, recording token log-probs on the fly."""
 
     def __init__(self, model_path: str | Path, batch_size: int = 16, dtype: str = "auto", progress: bool = True):
         import torch
@@ -108,91 +108,63 @@ class TransformersBackend:
         return results
 
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, seed: int, do_sample: bool):
+        """n completions per prompt, decoded step by step with the KV cache.
+
+        Written out rather than `model.generate` for three reasons that matter on a CPU:
+        each prompt is encoded once and its cache repeated for its n samples; a finished
+        sequence leaves the batch at once instead of being computed (as padding) until the
+        longest one ends; and the log-prob of each chosen token comes from the very
+        distribution it was drawn from (temperature 1, no top-k/top-p), no second pass.
+        """
         torch = self.torch
-        from transformers import LogitsProcessorList
-
-        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
-        cache = None
-        if n > 1:
-            # The K samples of a prompt share its prefix: encode each prompt once, then repeat its KV cache K times
-            # instead of letting `num_return_sequences` recompute the (long, few-shot) prompt K times.
-            cache = self._prefill(input_ids, attention_mask)
-            cache.batch_repeat_interleave(n)
-            input_ids = input_ids.repeat_interleave(n, dim=0)
-            attention_mask = attention_mask.repeat_interleave(n, dim=0)
-        recorder = _TokenLogprobRecorder()
-        torch.manual_seed(seed)
-        with torch.inference_mode():
-            sequences = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                past_key_values=cache,
-                do_sample=do_sample,
-                temperature=1.0 if do_sample else None,
-                top_k=0 if do_sample else None,
-                top_p=1.0 if do_sample else None,
-                max_new_tokens=max_new_tokens,
-                logits_processor=LogitsProcessorList([recorder]),
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-            )
-        generated = sequences[:, input_ids.shape[1] :]
-        token_logprobs = recorder.finish(generated)
-        eos = self.tokenizer.eos_token_id
-        out = []
-        for row in range(generated.shape[0]):
-            ids = generated[row].tolist()
-            length = ids.index(eos) + 1 if eos in ids else len(ids)
-            text = self.tokenizer.decode(ids[:length], skip_special_tokens=True)
-            out.append(Generation(text, tuple(ids[:length]), float(token_logprobs[row, :length].sum())))
-        return out
-
-    def _prefill(self, input_ids, attention_mask):
-        """The KV cache of all prompt tokens but the last (generate feeds the last one itself)."""
         from transformers import DynamicCache
 
-        torch = self.torch
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        attention_mask = encoded["attention_mask"]
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        eos = self.tokenizer.eos_token_id
         with torch.inference_mode():
-            self.model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
-                       position_ids=position_ids[:, :-1], past_key_values=cache, use_cache=True)
-        return cache
-
-
-class _TokenLogprobRecorder:
-    """A logits processor that keeps log p(token) of each sampled token, one step at a time.
-
-    At step t it sees the raw logits and the tokens chosen up to t-1, so it
-    gathers the probability of the previous choice and keeps only one
-    distribution in memory (batch x vocab), never the whole score history.
-    """
-
-    def __init__(self) -> None:
-        self.previous = None
-        self.steps: list = []
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        if self.previous is not None:
-            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
-        self.previous = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-    def finish(self, generated):
-        import torch
-
-        if self.previous is not None and generated.shape[1] > len(self.steps):
-            self.steps.append(self.previous.gather(1, generated[:, len(self.steps) : len(self.steps) + 1]).squeeze(1))
-        if not self.steps:
-            return torch.zeros(generated.shape[0], 0)
-        return torch.stack(self.steps, dim=1).cpu()
+            logits = self.model(input_ids=encoded["input_ids"], attention_mask=attention_mask, position_ids=positions,
+                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+                logits, attention_mask = logits.repeat_interleave(n, dim=0), attention_mask.repeat_interleave(n, dim=0)
+                positions = positions.repeat_interleave(n, dim=0)
+            next_position = positions[:, -1] + 1
+            live = list(range(logits.shape[0]))  # the output row of each row still in the batch
+            tokens: list[list[int]] = [[] for _ in live]
+            logprob_sums = [0.0] * len(live)
+            for step in range(max_new_tokens):
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                chosen = (torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(1) if do_sample
+                          else logprobs.argmax(dim=-1))
+                picked = logprobs.gather(1, chosen[:, None]).squeeze(1)
+                keep = []
+                for position, (row, token, logprob) in enumerate(zip(live, chosen.tolist(), picked.tolist())):
+                    tokens[row].append(token)
+                    logprob_sums[row] += logprob
+                    if token != eos:
+                        keep.append(position)
+                if not keep or step == max_new_tokens - 1:
+                    break
+                if len(keep) < len(live):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    live = [live[i] for i in keep]
+                    chosen, attention_mask, next_position = chosen[index], attention_mask[index], next_position[index]
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(live), 1)], dim=1)
+                logits = self.model(input_ids=chosen[:, None], attention_mask=attention_mask,
+                                    position_ids=next_position[:, None], past_key_values=cache,
+                                    use_cache=True).logits[:, -1]
+                next_position = next_position + 1
+        return [Generation(self.tokenizer.decode(ids, skip_special_tokens=True), tuple(ids), total)
+                for ids, total in zip(tokens, logprob_sums)]
 
 
 def sequence_logprob(model, tokenizer, prompt: str, completion_ids: Sequence[int]) -> float:
-    """Log p(completion | prompt) by one direct forward pass (the reference the recorder is tested against)."""
+    """Log p(completion | prompt) by one direct forward pass (the reference sampling's log-probs are tested against)."""
     import torch
 
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -201,6 +173,104 @@ def sequence_logprob(model, tokenizer, prompt: str, completion_ids: Sequence[int
         logits = model(ids).logits.float()
     logprobs = torch.log_softmax(logits[0, len(prompt_ids) - 1 : -1], dim=-1)
     return float(logprobs.gather(1, ids[0, len(prompt_ids) :, None]).sum())
+
+
+class BackendUnavailableError(ImportError):
+    """The configured generation backend needs a package that is not installed."""
+
+
+# vLLM's own default; in code rather than in config/schema.yaml, so the params of finished runs stay as they were
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+
+
+def cuda_visible_device_count(env: dict[str, str] | None = None) -> int:
+    """GPUs the job was given (CUDA_VISIBLE_DEVICES, as Slurm and most schedulers set it); 1 when unset."""
+    import os
+
+    visible = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return 1
+    return max(1, len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"]))
+
+
+class VLLMBackend:
+    """vLLM on GPUs: continuous batching, paged KV cache, prefix caching (the K samples of a prompt share it).
+
+    Token log-probs are vLLM's log-probs of the sampled tokens under the raw model distribution
+    (`logprobs_mode="raw_logprobs"`, before temperature or top-k/top-p). vLLM versions without that
+    engine argument return the distribution after their processors; at temperature 1 without
+    truncation, which is how this backend samples, that is the same distribution.
+    """
+
+    def __init__(self, model_path: str | Path, batch_size: int = 32, dtype: str = "auto", progress: bool = True,
+                 tensor_parallel_size: int | None = None, gpu_memory_utilization: float | None = None,
+                 max_model_len: int | None = None) -> None:
+        # batch_size is accepted for the common interface only: vLLM schedules its own batches
+        try:
+            import vllm
+        except ImportError as error:
+            raise BackendUnavailableError(
+                f"generation.backend: 'vllm' needs the vllm package, which cannot be imported here ({error}). "
+                "Install it on a CUDA machine (`pip install 'envisions-flow[vllm]'`) or set "
+                "generation.backend: transformers") from error
+        from transformers import AutoTokenizer
+
+        self.vllm = vllm
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        engine: dict[str, Any] = {
+            "model": str(model_path), "tokenizer": str(model_path), "dtype": dtype, "seed": 0,
+            "enable_prefix_caching": True,
+            "tensor_parallel_size": int(tensor_parallel_size or cuda_visible_device_count()),
+            "gpu_memory_utilization": float(gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION),
+        }
+        if max_model_len:
+            engine["max_model_len"] = int(max_model_len)
+        if _engine_accepts("logprobs_mode"):
+            engine["logprobs_mode"] = "raw_logprobs"
+        self.llm = vllm.LLM(**engine)
+        self.progress = progress
+
+    def render(self, messages: Messages) -> str:
+        return render_chat(self.tokenizer, messages)
+
+    def sample(self, prompts: Sequence[str], n: int, max_new_tokens: int, seed: int) -> list[list[Generation]]:
+        import random
+
+        # one seed per prompt; vLLM gives the k-th of its n samples seed + k
+        seeds = random.Random(seed).sample(range(2**31 - n), len(prompts))
+        # logprobs=1: the top token's and the sampled one's (0, the sampled one's alone, is skipped by some versions)
+        params = [self.vllm.SamplingParams(n=n, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=max_new_tokens,
+                                           seed=prompt_seed, logprobs=1) for prompt_seed in seeds]
+        return self._run(prompts, params)
+
+    def greedy(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
+        params = self.vllm.SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens, logprobs=1)
+        return [group[0] for group in self._run(prompts, [params] * len(prompts))]
+
+    def _run(self, prompts: Sequence[str], params: list) -> list[list[Generation]]:
+        # tokenized here as by the transformers backend and training (no BOS added to the rendered chat)
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in encoded], sampling_params=params,
+                                    use_tqdm=self.progress)
+        return [[self._generation(completion) for completion in sorted(output.outputs, key=lambda c: c.index)]
+                for output in outputs]
+
+    def _generation(self, completion: Any) -> Generation:
+        ids = tuple(int(token) for token in completion.token_ids)
+        steps = completion.logprobs or []
+        if len(steps) != len(ids):
+            raise RuntimeError(f"vLLM returned {len(steps)} token log-probs for {len(ids)} tokens")
+        logprob_sum = float(sum(step[token].logprob for token, step in zip(ids, steps)))
+        return Generation(self.tokenizer.decode(ids, skip_special_tokens=True), ids, logprob_sum)
+
+
+def _engine_accepts(argument: str) -> bool:
+    """Whether the installed vLLM's engine takes `argument` (logprobs_mode came in 2025)."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return argument in {field.name for field in dataclasses.fields(EngineArgs)}
 
 
 class TeacherError(RuntimeError):
@@ -300,4 +370,6 @@ def load_backend(name: str, model_path: str | Path, **options) -> GenerationBack
     """The backend a config names."""
     if name == "transformers":
         return TransformersBackend(model_path, **options)
-    raise ValueError(f"generation.backend: unknown backend {name!r} (available: transformers)")
+    if name == "vllm":
+        return VLLMBackend(model_path, **options)
+    raise ValueError(f"generation.backend: unknown backend {name!r} (available: transformers, vllm)")

@@ -52,11 +52,18 @@ def _environment(config: dict[str, Any], run: str, dataset: str = "train") -> En
     return make_environment(domain, _settings(config, run), dataset_spec(config, domain, dataset))
 
 
+VLLM_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len")
+
+
 def _backend(config: dict[str, Any], model_dir: str | Path):
     """The policy's generation backend."""
     generation = config["generation"]
+    options: dict[str, Any] = {}
+    if generation["backend"] == "vllm":
+        # set keys only: the schema gives them no defaults (finished runs keep their params), VLLMBackend has its own
+        options = {key: generation[key] for key in VLLM_OPTIONS if generation.get(key) is not None}
     return load_backend(generation["backend"], model_dir, batch_size=int(generation["batch_size"]),
-                        dtype=generation["dtype"])
+                        dtype=generation["dtype"], **options)
 
 
 def _seed(config: dict[str, Any], iteration: int, stage: int) -> int:
@@ -297,10 +304,18 @@ def select(config: dict[str, Any], run: str, iteration: int, pool_path: str, out
 
 def train(config: dict[str, Any], run: str, iteration: int, init_model: str, u1_path: str, u2_path: str,
           out: str) -> None:
-    """Train the run's initial model (the base model for ENVISIONS) on what its strategy learns from."""
+    """Train the run's initial model (the base model for ENVISIONS) on what its strategy learns from.
+
+    When training wants several processes (GPUs, nodes: launch.py), this call starts them, each of
+    which calls `train` again, and returns when they have finished.
+    """
+    from .launch import launch
     from .training import _tokenizer, build_examples, build_pairs, train as run_training
 
     settings = _settings(config, run)
+    if launch("envisions_flow.stages:train", [config, run, iteration, init_model, u1_path, u2_path, out],
+              settings["training"], Path(out).parent):
+        return
     strategy = settings["strategy"]
     environment = _environment(config, run)
     tokenizer = _tokenizer(init_model)

@@ -4,11 +4,16 @@ Both losses are plain next-token loss on the positive program a⁺; they differ
 only in the prompt: U1 examples use the zero-shot prompt for x, U2 examples the
 self-refine prompt with the negative a⁻ as the program to repair. Prompt tokens
 are masked (TRL's completion-only loss) and EOS is appended. The same code path
-takes DeepSpeed when a config file is given, on GPUs.
+takes DeepSpeed when a config file is given (`training.deepspeed_config`, e.g.
+config/deepspeed/zero3.json). Under torchrun (src/envisions_flow/launch.py) every
+rank runs `train`; only rank 0 touches the file system, and the checkpoint is
+renamed into place once, by rank 0, after all ranks have finished.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -50,7 +55,8 @@ def _trainer_arguments(settings: dict[str, Any], output_dir: Path) -> dict[str, 
 
     on_gpu = torch.cuda.is_available()
     per_device = int(settings["per_device_batch_size"])
-    devices = max(1, torch.cuda.device_count()) if on_gpu else 1
+    # under torchrun each rank is one device; a single process uses all GPUs it sees (DataParallel)
+    devices = _world_size() if _world_size() > 1 else (max(1, torch.cuda.device_count()) if on_gpu else 1)
     return {
         "output_dir": str(output_dir),
         "num_train_epochs": float(settings["epochs"]),
@@ -63,7 +69,11 @@ def _trainer_arguments(settings: dict[str, Any], output_dir: Path) -> dict[str, 
         "max_length": int(settings["max_length"]),
         "bf16": on_gpu and torch.cuda.is_bf16_supported(),
         "gradient_checkpointing": bool(settings.get("gradient_checkpointing", False)),
+        # non-reentrant checkpointing is what DeepSpeed ZeRO-3 and DDP work with
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if settings.get("gradient_checkpointing") else None,
         "deepspeed": settings.get("deepspeed_config") or None,
+        # several CPU processes (torchrun, gloo) are distributed for accelerate only with use_cpu; DeepSpeed sets up its own
+        "use_cpu": not on_gpu and _world_size() > 1 and not settings.get("deepspeed_config"),
         "seed": int(settings["seed"]),
         "data_seed": int(settings["seed"]),
         "logging_steps": 1,
@@ -71,6 +81,33 @@ def _trainer_arguments(settings: dict[str, Any], output_dir: Path) -> dict[str, 
         "report_to": [],
         "dataset_num_proc": None,
     }
+
+
+def _world_size() -> int:
+    """Processes training together (torchrun sets WORLD_SIZE in each of them); 1 when run plainly."""
+    return int(os.environ.get("WORLD_SIZE") or 1)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 (or the only process): the one that writes files."""
+    return int(os.environ.get("RANK") or 0) == 0
+
+
+def _barrier() -> None:
+    """Wait for every rank (a no-op when training runs as one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def attention_implementation(bf16: bool) -> str:
+    """FlashAttention-2 on CUDA in bf16 when `flash_attn` is installed, PyTorch's SDPA otherwise."""
+    import torch
+
+    if bf16 and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
 
 
 def _tokenizer(model: str | Path):
@@ -91,7 +128,8 @@ def make_trainer(base_model: str | Path, examples: list[dict[str, str]], setting
 
     config = SFTConfig(**_trainer_arguments(settings, output_dir), completion_only_loss=True,
                        train_sampling_strategy="group_by_length")  # less padding per batch
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if config.bf16 else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if config.bf16 else torch.float32,
+                                                 attn_implementation=attention_implementation(config.bf16))
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=_tokenizer(base_model))
 
@@ -106,17 +144,20 @@ def make_dpo_trainer(sft_model: str | Path, pairs: list[dict[str, str]], setting
     arguments.update({"learning_rate": float(dpo["learning_rate"]), "warmup_steps": float(dpo["warmup_ratio"]),
                       "num_train_epochs": float(dpo.get("epochs") or settings["epochs"])})
     config = DPOConfig(**arguments, beta=float(dpo["beta"]),
-                       model_init_kwargs={"dtype": "bfloat16" if arguments["bf16"] else "float32"})
+                       model_init_kwargs={"dtype": "bfloat16" if arguments["bf16"] else "float32",
+                                          "attn_implementation": attention_implementation(arguments["bf16"])})
     return DPOTrainer(model=str(sft_model), args=config, train_dataset=Dataset.from_list(pairs),
                       processing_class=_tokenizer(sft_model))
 
 
 def _save(trainer, out_dir: Path) -> dict[str, Any]:
     result = trainer.train()
-    trainer.save_model(str(out_dir))
-    trainer.processing_class.save_pretrained(str(out_dir))
-    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
-    return result.metrics
+    trainer.save_model(str(out_dir))  # every rank: under ZeRO-3 it gathers the sharded weights; rank 0 writes
+    if _is_main_process():
+        trainer.processing_class.save_pretrained(str(out_dir))
+        shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    _barrier()  # the next stage (DPO after SFT) reads what rank 0 wrote
+    return {**result.metrics, "global_step": result.global_step}
 
 
 def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict[str, Any], out_dir: str | Path,
@@ -129,10 +170,13 @@ def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict
     """
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    main = _is_main_process()
+    if main:  # the other ranks write nothing before the trainer's first collective, which waits for rank 0
+        shutil.rmtree(staging, ignore_errors=True)
     metrics: dict[str, Any] = {"init_model": str(init_model), "train_examples": len(examples),
                                "l1_examples": sum(e["loss"] == "L1" for e in examples),
-                               "l2_examples": sum(e["loss"] == "L2" for e in examples), "dpo_pairs": len(pairs)}
+                               "l2_examples": sum(e["loss"] == "L2" for e in examples), "dpo_pairs": len(pairs),
+                               "processes": _world_size()}
     current = Path(init_model)
     if examples:
         sft_dir = staging / "sft" if pairs else staging
@@ -141,10 +185,14 @@ def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict
     if pairs:
         metrics["dpo"] = _save(make_dpo_trainer(current, list(pairs), settings, dpo or {}, staging / "trainer"),
                                staging)
-        shutil.rmtree(staging / "sft", ignore_errors=True)
+        if main:
+            shutil.rmtree(staging / "sft", ignore_errors=True)
     elif not examples:
-        shutil.copytree(init_model, staging)
+        if main:
+            shutil.copytree(init_model, staging)
         metrics["note"] = "nothing to train on; initial model copied"
+    if not main:
+        return metrics  # rank 0 alone writes training.json and renames the checkpoint into place
     write_json(metrics, staging / "training.json")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
