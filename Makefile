@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	# the web domain drives Debian's Chromium through Playwright (no browser download)
 	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	# tests/test_slurm.py starts a real one-node Slurm (munged, slurmctld, slurmd) from Debian's packages
+	test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged || \
+		(apt-get update && apt-get install -y slurm-wlm munge)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch; a bare `torch` would pull a multi-GB CUDA build
