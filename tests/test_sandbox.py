@@ -120,10 +120,14 @@ def test_memory_limit_is_on_top_of_what_the_parent_maps():
 
 
 def test_programs_never_see_the_callers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither os.environ in the child nor the worker's own environment block (which the child inherits)."""
     monkeypatch.setenv("ENVISIONS_TEST_TOKEN", "s3cret")
-    outcomes = run_many([(solution("return ' '.join(sorted(os.environ.values()))", "import os"), "solution()")],
-                        LIMITS, workers=1)
+    with SandboxPool(1, LIMITS) as pool:
+        outcomes = list(pool.map([(solution("return ' '.join(sorted(os.environ.values()))", "import os"),
+                                   "solution()")]))
+        worker_environment = Path(f"/proc/{pool._workers[0].process.pid}/environ").read_bytes()
     assert outcomes[0].error_class == "" and "s3cret" not in outcomes[0].value
+    assert b"s3cret" not in worker_environment
 
 
 def test_a_worker_killed_from_outside_is_reported_not_hidden() -> None:

@@ -362,7 +362,6 @@ def serve(preload: Sequence[str] = ()) -> None:
         _import_quietly(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _leave_network()
-    _read_roots()
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     for line in requests:
         request = json.loads(line)
