@@ -149,6 +149,22 @@ ANALYSIS = pa.schema(
 )
 
 
+# Step-mode episodes (agents.py): one row per step, in step order within an episode.
+TRAJECTORIES = pa.schema(
+    [
+        ("episode_id", pa.string()),
+        ("task_id", pa.string()),
+        ("step", pa.int32()),
+        ("observation", pa.string()),
+        ("thought", pa.string()),
+        ("action", pa.string()),
+        ("reward", pa.float64()),
+        ("done", pa.bool_()),
+        ("error_class", pa.string()),
+    ]
+)
+
+
 class ArtifactError(ValueError):
     """An artifact on disk is missing, unreadable or has the wrong columns."""
 

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import write_json
-from .environments.base import Environment, Task
+from .environments.base import Environment, Messages, Task
 from .generation import render_chat
 
 
@@ -47,6 +47,32 @@ def build_pairs(pairs: pd.DataFrame, environment: Environment, tokenizer) -> lis
         examples.append({"prompt": prompt, "chosen": environment.render_solution(row.positive),
                          "rejected": environment.render_solution(row.negative)})
     return examples
+
+
+def trajectory_example(tokenizer, messages: Messages, first_trained: int = 0) -> dict[str, list[int]]:
+    """A multi-turn conversation as `input_ids` and `assistant_masks` (1 on the tokens the agent wrote).
+
+    Step-mode trajectories (agents.py) interleave the agent's actions with the environment's
+    observations; only the agent's turns are its own tokens, so only those carry loss (IPR Eq. 2)
+    and count in DPO's sequence log-probs. An assistant message counts from index
+    `first_trained` on, its end-of-turn token included, which is how a step pair trains on the
+    suffix e_{t:n} after a shared prefix e_{t-1}. The spans come from rendering the chat
+    template on growing prefixes, so they hold for any template that extends a conversation
+    by appending to its text (ChatML, Llama, ...); TRL's SFTTrainer takes such rows as they are.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant" or index < first_trained:
+            continue
+        start = len(tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True))
+        end = len(tokenizer.apply_chat_template(messages[: index + 1], tokenize=False))
+        if text[:end] != tokenizer.apply_chat_template(messages[: index + 1], tokenize=False):
+            raise ValueError("the chat template does not render a conversation as the extension of its prefixes")
+        spans.append((start, end))
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    masks = [int(any(start <= first < end for start, end in spans)) for first, _ in encoded["offset_mapping"]]
+    return {"input_ids": list(encoded["input_ids"]), "assistant_masks": masks}
 
 
 def _trainer_arguments(settings: dict[str, Any], output_dir: Path) -> dict[str, Any]:

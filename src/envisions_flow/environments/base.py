@@ -63,6 +63,26 @@ class Environment(Protocol):
         """Run each program against its task and judge the result."""
 
 
+@dataclass(frozen=True)
+class StepOutcome:
+    """What follows an action: the next observation, the reward so far, whether the episode ended."""
+
+    observation: str
+    reward: float
+    done: bool
+    error_class: str
+
+
+class StepEnvironment(Protocol):
+    """A text environment in step mode (agents.py), deterministic given (task, actions)."""
+
+    domain: str
+    step_instruction: str  # how to act: the action language, shown before the first observation
+
+    def replay(self, tasks: Sequence[Task], histories: Sequence[Sequence[str]]) -> list[StepOutcome]:
+        """The outcome after the last action of each history, replayed in a fresh episode of its task."""
+
+
 _FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 

@@ -40,7 +40,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from ..sandbox import Limits
 from ..web_programs import Action, ProgramError, parse_program
-from .base import CORRECT, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
+from .base import CORRECT, WRONG_ANSWER, Execution, Messages, StepOutcome, Task, chat, extract_fenced
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,24 @@ REFINE_TEMPLATE = (
     "repair and refine it, or simply return the original program. Reply with one ```python code block that "
     "calls `agent`.\n\nThe task is:\n{question}\n\n"
     "The current program is:\n```python\n{program}\n```\n\nThe solution program is:"
+)
+
+# Step mode (agents.py, the IPR and synthetic-mixture runs): one agent call per step, the page after each.
+STEP_INSTRUCTION = (
+    "Complete the web task one action at a time. Reply with 'Thought: <reasoning>' and then 'Action: <one call>', "
+    "where the call is one of agent.click_xpath(xpath), agent.type(text) (into the focused element), "
+    "agent.press(key) (enter, space, tab, backspace, arrowup, arrowdown, arrowleft, arrowright, command+a, "
+    "command+c, command+v), agent.click_option(xpath) (an <option> of a <select>) or agent.movemouse(xpath). "
+    "Visible elements carry a data-wob_ref attribute you can use in xpaths. After each action you see the page."
+)
+
+# The step-mode worked episode (few-shot): ONE_SHOT's task in three steps, with the pages it shows.
+STEP_EXAMPLE_STEPS = (
+    ("The name goes into the text field, so I focus it first.", "agent.click_xpath(\"//input[@id='tt']\")",
+     ONE_SHOT[0]),
+    ("The field is focused; I type the name.", 'agent.type("Ignacio")', ONE_SHOT[0]),
+    ("The field holds the name; I press Submit.", "agent.click_xpath(\"//button[@id='subbtn']\")",
+     ONE_SHOT[0].replace('value=""', 'value="Ignacio"')),
 )
 
 NEXT_TURN = ("The program ran and the task is not finished yet. The page now shows:\n{observation}\n\n"
@@ -233,6 +251,7 @@ class WebEnvironment:
     html_dir: Path | None = None
     chromium: str = CHROMIUM
     domain: str = "web"
+    step_instruction: str = STEP_INSTRUCTION
     # one browser clipboard for all pages: a copy ... paste program holds it for its whole run
     _clipboard: asyncio.Lock | None = field(default=None, init=False, repr=False)
 
@@ -262,6 +281,34 @@ class WebEnvironment:
         """The page after each program where its episode is still open and nothing failed; "" elsewhere."""
         return [episode.observation if episode.error_class == NOT_DONE else ""
                 for episode in self.run(tasks, programs, observe_after=True)]
+
+    # ---- step mode (agents.StepEnvironment) ----------------------------------------------------
+
+    @property
+    def step_example(self) -> Messages:
+        """A solved episode as conversation turns, shown first when rolling out few-shot."""
+        messages: Messages = []
+        for index, (thought, action, observation) in enumerate(STEP_EXAMPLE_STEPS):
+            shown = f"{self.step_instruction}\n\n{observation}" if index == 0 else f"Observation:\n{observation}"
+            messages += [{"role": "user", "content": shown},
+                         {"role": "assistant", "content": f"Thought: {thought}\nAction: {action}"}]
+        return messages
+
+    def replay(self, tasks: Sequence[Task], histories: Sequence[Sequence[str]]) -> list[StepOutcome]:
+        """Each history of agent calls as one program in a fresh episode of its task: the page after it.
+
+        An episode is a pure function of (task, seed, actions), so replaying the prefix is how a
+        step-mode episode continues. The reward is MiniWob's raw reward clipped to [0, 1]: replays
+        take their own time, so the time-decayed reward would judge the replay, not the policy.
+        A program the interpreter refuses or an action that fails ends the episode with its error class.
+        """
+        outcomes = []
+        for episode in self.run(tasks, ["\n".join(history) for history in histories], observe_after=True):
+            done = episode.error_class != NOT_DONE
+            reward = min(1.0, max(0.0, episode.raw_reward or 0.0)) if episode.done else 0.0
+            error_class = "" if episode.error_class in (TOO_SLOW, NOT_DONE) else episode.error_class
+            outcomes.append(StepOutcome("" if done else episode.observation, reward, done, error_class))
+        return outcomes
 
     def program_key(self, program: str) -> str:
         import ast
