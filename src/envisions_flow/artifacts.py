@@ -268,3 +268,48 @@ def check_results(root: str | Path = "results") -> None:
         if missing:
             raise ArtifactError(f"{path}: a model checkpoint without {' and '.join(missing)}; delete the "
                                 "directory and re-run to train (or convert) it again")
+
+
+# IPR (ipr.py): the chat messages of a pair's prompt, chosen and rejected continuations.
+_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+# IPR exploration along expert trajectories: one row per (expert episode, step t), t 1-based.
+# The agent acted at temperature 0 after the expert's prefix e_{t-1}; `agent_steps` is its
+# continuation ê_{t:m} (steps as in TRAJECTORIES); step rewards are the scorer's Monte Carlo
+# estimates. t = 1 is the agent's episode from scratch (outcome-level comparison).
+IPR_STEPS = pa.schema(
+    [
+        ("task_id", pa.string()),
+        ("episode_id", pa.string()),
+        ("t", pa.int32()),
+        ("expert_thought", pa.string()),
+        ("expert_action", pa.string()),
+        ("agent_thought", pa.string()),
+        ("agent_action", pa.string()),
+        ("expert_step_reward", pa.float64()),
+        ("agent_step_reward", pa.float64()),
+        ("expert_final_reward", pa.float64()),
+        ("agent_final_reward", pa.float64()),
+        ("agent_steps", pa.list_(pa.struct([("observation", pa.string()), ("thought", pa.string()),
+                                             ("action", pa.string()), ("reward", pa.float64()),
+                                             ("done", pa.bool_()), ("error_class", pa.string())]))),
+    ]
+)
+
+# IPR preference pairs: kind "outcome" (D_t, whole episodes after the task) or "step" (D_s,
+# suffixes after the expert prefix e_{t-1}); chosen/rejected continue the prompt's messages.
+IPR_PAIRS = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("task_id", pa.string()),
+        ("episode_id", pa.string()),
+        ("t", pa.int32()),
+        ("prompt", _MESSAGES),
+        ("chosen", _MESSAGES),
+        ("rejected", _MESSAGES),
+        ("chosen_final_reward", pa.float64()),
+        ("rejected_final_reward", pa.float64()),
+        ("chosen_step_reward", pa.float64()),
+        ("rejected_step_reward", pa.float64()),
+    ]
+)
