@@ -22,6 +22,9 @@ include: "rules/select.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/analysis.smk"
+include: "rules/agents.smk"
+include: "rules/ipr.smk"
+include: "rules/mixture.smk"
 include: "rules/report.smk"
 
 

@@ -14,8 +14,11 @@ from envisions_flow.config import (
 )
 from envisions_flow.report import report_runs
 from envisions_flow.runs import (
+    agent_run_dirs,
     all_run_dirs,
     check_runs,
+    method_of,
+    pipeline_run_dirs,
     first_policy,
     parse_run_dir,
     run_dir,
@@ -51,14 +54,16 @@ if unknown_runs:
         f"invalid configuration: default_runs names unconfigured runs {sorted(unknown_runs)}"
     )
 BASE_MODEL = "results/models/base"
-RUN_DIRS = list(all_run_dirs(config))
+RUN_DIRS = pipeline_run_dirs(config)
+AGENT_RUN_DIRS = agent_run_dirs(config)
 
 
-# {run} is a run's directory under results/: "math" for the default ENVISIONS run,
-# "math/star" for a named run.
+# {run} is a whole-program run's directory under results/: "math" for the default ENVISIONS run,
+# "math/star" for a named run; {agent_run} one of an agent run (IPR, mixtures): "web/ipr".
 wildcard_constraints:
     domain="|".join(DOMAINS),
     run="|".join(re.escape(path) for path in RUN_DIRS),
+    agent_run="|".join(re.escape(path) for path in AGENT_RUN_DIRS) or "(?!)",
     iteration=r"\d+",
     dataset=r"[^/]+",
 
@@ -197,8 +202,7 @@ def testset_names(domain):
 
 
 def testset_files(wildcards):
-    domain = parse_run_dir(wildcards.run)[0]
-    return [f"results/{domain}/data/{name}.parquet" for name in testset_names(domain)]
+    return testset_files_of(wildcards.run)
 
 
 def iterations(run):
@@ -225,14 +229,144 @@ def run_results(wildcards):
 
 
 def default_targets():
-    """Summary and analysis of every default run of the default domains."""
+    """Summary and analysis of every default run of the default domains (agent runs: their summary)."""
     return [
-        f"results/{run_dir(domain, run)}/{name}"
+        f"results/{directory}/{name}"
         for domain in DEFAULT_DOMAINS
         for run in runs_of(config, domain)
         if DEFAULT_RUNS is None or run in DEFAULT_RUNS
-        for name in ("summary.md", "analysis.parquet")
+        for directory in [run_dir(domain, run)]
+        for name in (
+            ("summary.md",)
+            if directory in AGENT_RUN_DIRS
+            else ("summary.md", "analysis.parquet")
+        )
     ]
+
+
+# ---- agent runs (rules/agents.smk, ipr.smk, mixture.smk) ----------------------------------------
+
+
+def agent_method(agent_run):
+    return method_of(config, parse_run_dir(agent_run)[1])
+
+
+def runs_pattern(method):
+    """A wildcard pattern matching the agent runs of one method (never matching when there are none)."""
+    paths = [path for path in AGENT_RUN_DIRS if agent_method(path) == method]
+    return "|".join(re.escape(path) for path in paths) or "(?!)"
+
+
+IPR_RUNS = runs_pattern("ipr")
+MIXTURE_RUNS = runs_pattern("mixture")
+
+
+def agent_train_tasks(wildcards):
+    """The train set an agent run's iteration acts on (fresh episodes each iteration on the web)."""
+    domain = parse_run_dir(wildcards.agent_run)[0]
+    return f"results/{domain}/data/{train_dataset(config, domain, int(wildcards.iteration))}.parquet"
+
+
+def mixture_train_inputs(wildcards):
+    """Mixture A trains on in-domain data, C on out-of-domain, B on both; round 2 (A) continues round 1."""
+    run, iteration = wildcards.agent_run, int(wildcards.iteration)
+    letter = settings_of(run)["mixture"]["mixture"]
+    inputs = {
+        "init": BASE_MODEL if iteration == 1 else previous_agent_policy(wildcards)
+    }
+    if letter in ("a", "b"):
+        inputs["indomain"] = f"results/{run}/iter{iteration}/indomain.parquet"
+    if letter in ("b", "c"):
+        inputs["synthetic"] = f"results/{run}/iter{iteration}/synthetic.parquet"
+    return inputs
+
+
+def agent_settings(wildcards, *keys):
+    """An agent run's settings (or the blocks named), as rule params."""
+    block = settings_of(wildcards.agent_run)
+    return {key: block[key] for key in keys} if keys else block
+
+
+def source_run(agent_run):
+    """The whole-program run whose successes an agent run learns from or compares to."""
+    domain = parse_run_dir(agent_run)[0]
+    return run_dir(domain, settings_of(agent_run)["agent_source"]["run"])
+
+
+def train_task_files(agent_run):
+    """Every iteration's train set of the source run (fresh episodes each iteration on the web)."""
+    domain = parse_run_dir(agent_run)[0]
+    last = (
+        1
+        if settings_of(agent_run)["agent_source"]["teacher"]
+        else iterations(source_run(agent_run))
+    )
+    names = {train_dataset(config, domain, i) for i in range(1, last + 1)}
+    return [f"results/{domain}/data/{name}.parquet" for name in sorted(names)]
+
+
+def agent_source_inputs(kind):
+    """What `experts.parquet` (train tasks, the source's pools) or `references.parquet` (test tasks, its
+    evaluations) are made from; the teacher needs only the tasks."""
+
+    def inputs(wildcards):
+        run = wildcards.agent_run
+        domain = parse_run_dir(run)[0]
+        tasks = (
+            train_task_files(run)
+            if kind == "experts"
+            else [
+                f"results/{domain}/data/{name}.parquet"
+                for name in testset_names(domain)
+            ]
+        )
+        if settings_of(run)["agent_source"]["teacher"]:
+            return {"tasks": tasks, "programs": []}
+        source, last = source_run(run), iterations(source_run(run))
+        programs = (
+            [f"results/{source}/iter{i}/pool.parquet" for i in range(1, last + 1)]
+            if kind == "experts"
+            else [artifact(source, i, "eval") for i in range(last + 1)]
+        )
+        return {"tasks": tasks, "programs": programs}
+
+    return inputs
+
+
+def agent_policy(wildcards, iteration=None):
+    """The policy an agent run acts with after `iteration` steps of training (0: its starting point):
+    IPR starts from its SFT agent, a mixture run from the base model."""
+    iteration = int(wildcards.iteration) if iteration is None else iteration
+    if iteration > 0:
+        return f"results/{wildcards.agent_run}/iter{iteration}/checkpoint"
+    if agent_method(wildcards.agent_run) == "ipr":
+        return f"results/{wildcards.agent_run}/sft/checkpoint"
+    return BASE_MODEL
+
+
+def previous_agent_policy(wildcards):
+    return agent_policy(wildcards, int(wildcards.iteration) - 1)
+
+
+def agent_eval_inputs(wildcards):
+    """The policy and test sets; IPR's scorer (its SFT agent), a mixture run's references."""
+    run = wildcards.agent_run
+    inputs = {"model": agent_policy(wildcards), "testsets": testset_files_of(run)}
+    if agent_method(run) == "ipr":
+        inputs["scorer"] = f"results/{run}/sft/checkpoint"
+    else:
+        inputs["references"] = f"results/{run}/references.parquet"
+    return inputs
+
+
+def testset_files_of(run):
+    domain = parse_run_dir(run)[0]
+    return [f"results/{domain}/data/{name}.parquet" for name in testset_names(domain)]
+
+
+def agent_results(wildcards):
+    run = wildcards.agent_run
+    return [f"results/{run}/iter{i}/eval.json" for i in range(iterations(run) + 1)]
 
 
 def report_entries(name, kind="eval"):
@@ -242,6 +376,14 @@ def report_entries(name, kind="eval"):
     entries = []
     for domain, run in report_runs(config, name):
         directory = run_dir(domain, run)
+        if (
+            kind == "evals"
+        ):  # an agent run's tables: every iteration, the iteration named
+            entries += [
+                [domain, run, i, f"results/{directory}/iter{i}/eval.json"]
+                for i in range(iterations(directory) + 1)
+            ]
+            continue
         if kind == "eval":
             path = artifact(directory, iterations(directory), "eval", "json")
         else:
@@ -252,4 +394,4 @@ def report_entries(name, kind="eval"):
 
 def report_inputs(name, kind="eval"):
     """The files `report_entries` names, each once: exactly what the table or figure reads."""
-    return sorted({path for _, _, path in report_entries(name, kind)})
+    return sorted({entry[-1] for entry in report_entries(name, kind)})

@@ -257,6 +257,78 @@ rule fig_unique:
         "../scripts/report_figure.py"
 
 
+rule ipr_table2:
+    input:
+        report_inputs("ipr_table2", "evals"),
+    output:
+        md="results/report/ipr_table2.md",
+        csv=report(
+            "results/report/ipr_table2.csv",
+            caption="../report/ipr_table2.rst",
+            category="Agent methods",
+            subcategory="IPR Table 2",
+        ),
+        tex="results/report/ipr_table2.tex",
+    log:
+        "results/logs/report/ipr_table2.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        table="ipr_table2",
+        runs=report_entries("ipr_table2", "evals"),
+        report=config.get("report", {}),
+    script:
+        "../scripts/report_table.py"
+
+
+rule ipr_table4:
+    input:
+        report_inputs("ipr_table4", "evals"),
+    output:
+        md="results/report/ipr_table4.md",
+        csv=report(
+            "results/report/ipr_table4.csv",
+            caption="../report/ipr_table4.rst",
+            category="Agent methods",
+            subcategory="IPR Table 4",
+        ),
+        tex="results/report/ipr_table4.tex",
+    log:
+        "results/logs/report/ipr_table4.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        table="ipr_table4",
+        runs=report_entries("ipr_table4", "evals"),
+        report=config.get("report", {}),
+    script:
+        "../scripts/report_table.py"
+
+
+rule mixture_table3:
+    input:
+        report_inputs("mixture_table3", "evals"),
+    output:
+        md="results/report/mixture_table3.md",
+        csv=report(
+            "results/report/mixture_table3.csv",
+            caption="../report/mixture_table3.rst",
+            category="Agent methods",
+            subcategory="Mixture Table 3",
+        ),
+        tex="results/report/mixture_table3.tex",
+    log:
+        "results/logs/report/mixture_table3.log",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        table="mixture_table3",
+        runs=report_entries("mixture_table3", "evals"),
+        report=config.get("report", {}),
+    script:
+        "../scripts/report_table.py"
+
+
 rule report_environment:
     output:
         report(
@@ -278,7 +350,17 @@ rule report_all:
     input:
         expand(
             "results/report/{table}.{extension}",
-            table=["table2", "table3", "table5", "table8", "table9", "table11"],
+            table=[
+                "table2",
+                "table3",
+                "table5",
+                "table8",
+                "table9",
+                "table11",
+                "ipr_table2",
+                "ipr_table4",
+                "mixture_table3",
+            ],
             extension=["md", "csv", "tex"],
         ),
         expand(

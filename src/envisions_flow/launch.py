@@ -98,7 +98,7 @@ def command(topo: Topology, spec: Path, env: Mapping[str, str] = os.environ, por
     names = hosts(nodelist)
     if len(names) < topo.nodes:
         raise LaunchError(f"training.nodes: {topo.nodes} nodes wanted, the allocation has {len(names)} ({nodelist})")
-    rendezvous = [f"--rdzv-backend=c10d", f"--rdzv-endpoint={names[0]}:{port}",
+    rendezvous = ["--rdzv-backend=c10d", f"--rdzv-endpoint={names[0]}:{port}",
                   f"--rdzv-id={env.get('SLURM_JOB_ID', 'envisions-flow')}"]
     # one torchrun per node; --overlap lets the step share the resources of the job step it is started from
     srun = ["srun", "--overlap", f"--nodes={topo.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]

@@ -51,13 +51,23 @@ METHODS: dict[str, dict[str, Any]] = {
     "no_self_reward": {"ranking": "random"},
     "no_pool": {"pool": False},
     "no_l2": {"l2": False},
+    # agent methods in step mode (agents.py), with their own stages (agent_stages.py, rules/ipr.smk, rules/mixture.smk)
+    "ipr": {},
+    "mixture": {},
 }
+
+# Methods that act one step at a time instead of writing whole programs: they need a StepEnvironment.
+AGENT_METHODS = ("ipr", "mixture")
+STEP_DOMAINS = ("web",)
+IPR_MAX_ITERATIONS = 4  # the paper's iteration cap
 
 
 # Settings a method fixes besides its strategy (applied before the run's overrides).
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "fewshot": {"iterations": 0},
     "distill": {"iterations": 1, "explore": {"k": 1}},
+    "ipr": {"iterations": IPR_MAX_ITERATIONS},
+    "mixture": {"iterations": 1},
 }
 
 
@@ -115,6 +125,20 @@ def method_of(config: dict[str, Any], run: str) -> str:
     return "envisions" if run == DEFAULT_RUN else config["runs"][run]["method"]
 
 
+def is_agent_run(config: dict[str, Any], run: str) -> bool:
+    """A run of a step-mode agent method (IPR, synthetic mixtures), built by its own rules."""
+    return method_of(config, run) in AGENT_METHODS
+
+
+def pipeline_run_dirs(config: dict[str, Any]) -> list[str]:
+    """Run directories of the whole-program pipeline (ENVISIONS, its baselines and ablations)."""
+    return [path for path in all_run_dirs(config) if not is_agent_run(config, parse_run_dir(path)[1])]
+
+
+def agent_run_dirs(config: dict[str, Any]) -> list[str]:
+    return [path for path in all_run_dirs(config) if is_agent_run(config, parse_run_dir(path)[1])]
+
+
 def run_settings(config: dict[str, Any], domain: str, run: str) -> dict[str, Any]:
     """A domain's settings as this run sees them: method strategy, then the run's overrides.
 
@@ -152,11 +176,37 @@ def check_runs(config: dict[str, Any], schema: dict[str, Any]) -> None:
                 where = ".".join(str(part) for part in error.absolute_path)
                 raise ConfigError(f"runs.{name}.overrides.{where}: {error.message}") from None
             settings = run_settings(config, domain, name)
+            if is_agent_run(config, name):
+                _check_agent_run(config, name, domain, settings)
             if settings["strategy"]["explorer"] == "teacher":
                 for key in ("base_url", "model"):
                     if not (settings.get("teacher") or {}).get(key):
                         raise ConfigError(f"runs.{name}.overrides.teacher.{key}: a teacher run needs the endpoint's "
                                           f"{key}")
+
+
+def _check_agent_run(config: dict[str, Any], name: str, domain: str, settings: dict[str, Any]) -> None:
+    """What an IPR or mixture run needs beyond the schema: a step-mode domain, the papers' iteration caps,
+    and a source of expert or reference trajectories that exists."""
+    method = config["runs"][name]["method"]
+    if domain not in STEP_DOMAINS:
+        raise ConfigError(f"runs.{name}.domains: {method} acts one step at a time; only {list(STEP_DOMAINS)} have a "
+                          f"step-mode environment (docs/text-environments.md adds one)")
+    iterations = int(settings["iterations"])
+    if method == "ipr" and iterations > IPR_MAX_ITERATIONS:
+        raise ConfigError(f"runs.{name}.overrides.iterations: IPR is capped at {IPR_MAX_ITERATIONS} iterations "
+                          f"(got {iterations})")
+    if method == "mixture" and iterations > (2 if settings["mixture"]["mixture"] == "a" else 1):
+        raise ConfigError(f"runs.{name}.overrides.iterations: mixture {settings['mixture']['mixture'].upper()} has "
+                          f"one round (mixture A an optional second: iterations 2)")
+    source = settings["agent_source"]
+    if source["teacher"]:
+        for key in ("base_url", "model"):
+            if not (settings.get("teacher") or {}).get(key):
+                raise ConfigError(f"runs.{name}.overrides.teacher.{key}: agent_source.teacher needs the endpoint's {key}")
+    elif source["run"] not in runs_of(config, domain) or is_agent_run(config, source["run"]):
+        raise ConfigError(f"runs.{name}.overrides.agent_source.run: {source['run']!r} is not a whole-program run of "
+                          f"domain {domain}")
 
 
 def first_policy(settings: dict[str, Any]) -> str | None:

@@ -176,6 +176,93 @@ def make_dpo_trainer(sft_model: str | Path, pairs: list[dict[str, str]], setting
                       processing_class=_tokenizer(sft_model))
 
 
+def _lora_config(lora: dict[str, Any]):
+    """peft's LoraConfig from the `mixture.lora` keys."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=int(lora["r"]), lora_alpha=int(lora["alpha"]), lora_dropout=float(lora["dropout"]),
+                      target_modules=lora["target_modules"], task_type="CAUSAL_LM")
+
+
+def _quantization(lora: dict[str, Any] | None) -> dict[str, Any]:
+    """QLoRA (4-bit NF4 base weights) where a GPU and bitsandbytes exist; full precision otherwise."""
+    import torch
+
+    if lora is None or not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_compute_dtype=torch.bfloat16)}
+
+
+def _merge_adapter(base_model: str | Path, adapter_dir: Path, out_dir: Path) -> None:
+    """A LoRA adapter trained on a 4-bit base, merged into the base loaded in bf16 and saved as a plain model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16)
+    PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(str(out_dir))
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+
+
+def train_trajectories(init_model: str | Path, examples: Sequence[Mapping[str, Any]], settings: dict[str, Any],
+                       out_dir: str | Path, lora: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SFT on multi-turn conversations (`trajectory_example` rows: loss on the agent's turns only).
+
+    IPR's base agent (full fine-tuning on expert trajectories) and the mixture runs (LoRA,
+    `lora` = the `mixture.lora` keys) train here. A LoRA adapter is merged into the saved
+    weights, so every later stage loads a plain checkpoint. Saved atomically like `train`.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    main = _is_main_process()
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    metrics: dict[str, Any] = {"init_model": str(init_model), "train_examples": len(examples),
+                               "lora": dict(lora) if lora else None, "processes": _world_size()}
+    if not examples:
+        if main:
+            shutil.copytree(init_model, staging)
+        metrics["note"] = "nothing to train on; initial model copied"
+    else:
+        config = SFTConfig(**_trainer_arguments(settings, staging / "trainer"), train_sampling_strategy="group_by_length")
+        model = AutoModelForCausalLM.from_pretrained(
+            init_model, dtype=torch.bfloat16 if config.bf16 else torch.float32,
+            attn_implementation=attention_implementation(config.bf16), **_quantization(lora))
+        dataset = Dataset.from_list([{"input_ids": list(e["input_ids"]), "assistant_masks": list(e["assistant_masks"])}
+                                     for e in examples])
+        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=_tokenizer(init_model),
+                             peft_config=_lora_config(lora) if lora else None)
+        result = trainer.train()
+        quantized = bool(_quantization(lora))
+        if lora and quantized:  # QLoRA: merge into full-precision base weights, not the 4-bit ones
+            trainer.model.save_pretrained(str(staging / "adapter"))
+            if main:
+                _merge_adapter(init_model, staging / "adapter", staging)
+        else:
+            if lora:  # the adapter folded into the weights: downstream stages load a plain model
+                trainer.model = trainer.model.merge_and_unload()
+            trainer.save_model(str(staging))
+        if main:
+            trainer.processing_class.save_pretrained(str(staging))
+            shutil.rmtree(staging / "trainer", ignore_errors=True)
+        _barrier()
+        metrics["sft"] = {**result.metrics, "global_step": result.global_step}
+    if not main:
+        return metrics
+    write_json(metrics, staging / "training.json")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return metrics
+
+
 def _save(trainer, out_dir: Path) -> dict[str, Any]:
     result = trainer.train()
     trainer.save_model(str(out_dir))  # every rank: under ZeRO-3 it gathers the sharded weights; rank 0 writes
@@ -226,6 +313,9 @@ def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict
 
 
 # ---- IPR (ipr.py): o-DPO (Eq. 7) + s-DPO (Eq. 8) + SFT (Eq. 9) in one Trainer ------------------------
+
+IPR_LOSSES = ("o_dpo", "s_dpo", "sft")  # the terms of L (paper Eq. 10)
+
 
 def ipr_examples(tokenizer, pairs: Iterable[Mapping[str, Any]], max_length: int) -> tuple[list[dict[str, Any]], int]:
     """Token ids and agent-token masks of each pair's chosen and rejected conversations; how many pairs were dropped.
@@ -381,18 +471,21 @@ def make_ipr_trainer(policy_init: str | Path, rows: list[dict[str, Any]], settin
 
 def train_ipr(policy_init: str | Path, reference_model: str | Path, pairs: Iterable[Mapping[str, Any]],
               settings: dict[str, Any], out_dir: str | Path, beta: float,
-              sft_on: str = "outcome_winners") -> dict[str, Any]:
+              sft_on: str = "outcome_winners", losses: Sequence[str] = IPR_LOSSES) -> dict[str, Any]:
     """Train the policy on IPR pairs (`ipr.contrastive_pairs` rows) with L = o-DPO + s-DPO + SFT; save atomically.
 
     The policy starts from `policy_init` (the previous iteration's agent) while the DPO
     reference stays `reference_model` (the SFT agent); the reference log-probs are computed once
     up front. `sft_on` is "outcome_winners" (paper Eq. 9) or "all_chosen" (the authors' code).
+    `losses` names the terms kept (IPR Table 4's ablations leave one out; a term left out weighs 0).
     Without pairs the checkpoint is a copy of `policy_init`, like `train`.
     """
     from .ipr import OUTCOME, SFT_ON, STEP, loss_weights
 
     if sft_on not in SFT_ON:
         raise ValueError(f"sft_on must be one of {SFT_ON}, got {sft_on!r}")
+    if not set(losses) <= set(IPR_LOSSES) or not losses:
+        raise ValueError(f"losses must be a non-empty subset of {IPR_LOSSES}, got {list(losses)}")
     out_dir = Path(out_dir)
     staging = out_dir.with_name(out_dir.name + ".partial")
     main = _is_main_process()
@@ -402,16 +495,18 @@ def train_ipr(policy_init: str | Path, reference_model: str | Path, pairs: Itera
     examples, dropped = ipr_examples(tokenizer, pairs, int(settings["max_length"]))
     kinds = [example["kind"] for example in examples]
     metrics: dict[str, Any] = {"init_model": str(policy_init), "reference_model": str(reference_model),
-                               "beta": float(beta), "sft_on": sft_on, "outcome_pairs": kinds.count(OUTCOME),
+                               "beta": float(beta), "sft_on": sft_on, "losses": list(losses), "outcome_pairs": kinds.count(OUTCOME),
                                "step_pairs": kinds.count(STEP), "dropped_pairs": dropped,
                                "processes": _world_size()}
     if examples:
         bf16 = _trainer_arguments(settings, staging / "trainer")["bf16"]
         references = _reference_logps(reference_model, examples, tokenizer.pad_token_id,
                                       int(settings["per_device_batch_size"]), bf16)
+        kept = {OUTCOME: "o_dpo" in losses, STEP: "s_dpo" in losses}
         rows = [{**{key: value for key, value in example.items() if key != "kind"},
                  "reference_chosen_logps": chosen, "reference_rejected_logps": rejected,
-                 "dpo_weight": dpo_weight, "sft_weight": sft_weight, "is_outcome": float(example["kind"] == OUTCOME)}
+                 "dpo_weight": dpo_weight if kept[example["kind"]] else 0.0,
+                 "sft_weight": sft_weight if "sft" in losses else 0.0, "is_outcome": float(example["kind"] == OUTCOME)}
                 for example, (chosen, rejected), (dpo_weight, sft_weight)
                 in zip(examples, references, loss_weights(kinds, sft_on))]
         trainer = make_ipr_trainer(policy_init, rows, settings, beta, staging / "trainer")

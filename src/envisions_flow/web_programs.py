@@ -62,6 +62,16 @@ class Action:
     arg: str
 
 
+# Playwright key name → the program's name for it (the first listed), to write an Action back as a call.
+_KEY_NAMES = {playwright: name for name, playwright in reversed(list(KEYS.items()))}
+
+
+def action_source(action: Action) -> str:
+    """The one agent call that performs `action`: how a whole program becomes step-mode actions."""
+    argument = _KEY_NAMES[action.arg] if action.kind == "press" else action.arg
+    return f"agent.{action.kind}({argument!r})"
+
+
 class ProgramError(Exception):
     """A program the interpreter refuses, with the error class it counts as."""
 

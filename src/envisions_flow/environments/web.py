@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from ..sandbox import Limits
-from ..web_programs import Action, ProgramError, parse_program
+from ..web_programs import Action, ProgramError, action_source, parse_program
 from .base import CORRECT, WRONG_ANSWER, Execution, Messages, StepOutcome, Task, chat, extract_fenced
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,10 @@ class WebEnvironment:
             messages += [{"role": "user", "content": shown},
                          {"role": "assistant", "content": f"Thought: {thought}\nAction: {action}"}]
         return messages
+
+    def program_steps(self, program: str) -> list[str]:
+        """A whole program (loops and variables unrolled) as step-mode actions, one agent call each."""
+        return [action_source(action) for action in parse_program(program, self.max_actions)]
 
     def replay(self, tasks: Sequence[Task], histories: Sequence[Sequence[str]]) -> list[StepOutcome]:
         """Each history of agent calls as one program in a fresh episode of its task: the page after it.

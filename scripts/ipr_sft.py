@@ -1,0 +1,11 @@
+from envisions_flow.agent_stages import ipr_sft
+from envisions_flow.logs import rule_job
+
+with rule_job(snakemake):
+    ipr_sft(
+        snakemake.config,
+        snakemake.wildcards.agent_run,
+        snakemake.input.model,
+        snakemake.input.experts,
+        snakemake.output[0],
+    )

@@ -1,0 +1,13 @@
+from envisions_flow.agent_stages import ipr_train
+from envisions_flow.logs import rule_job
+
+with rule_job(snakemake):
+    ipr_train(
+        snakemake.config,
+        snakemake.wildcards.agent_run,
+        int(snakemake.wildcards.iteration),
+        snakemake.input.policy,
+        snakemake.input.reference,
+        snakemake.input.pairs,
+        snakemake.output[0],
+    )
