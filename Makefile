@@ -36,7 +36,7 @@ benchmarks: $(STAMP)
 		../$(BIN)/python $$bench.py || exit 1; done
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=15
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
