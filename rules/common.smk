@@ -12,6 +12,7 @@ from envisions_flow.config import (
     domain_settings,
     train_dataset,
 )
+from envisions_flow.mixture import mixture_parts
 from envisions_flow.report import report_runs
 from envisions_flow.runs import (
     agent_run_dirs,
@@ -270,13 +271,13 @@ def agent_train_tasks(wildcards):
 def mixture_train_inputs(wildcards):
     """Mixture A trains on in-domain data, C on out-of-domain, B on both; round 2 (A) continues round 1."""
     run, iteration = wildcards.agent_run, int(wildcards.iteration)
-    letter = settings_of(run)["mixture"]["mixture"]
+    indomain, synthetic = mixture_parts(settings_of(run)["mixture"]["mixture"])
     inputs = {
         "init": BASE_MODEL if iteration == 1 else previous_agent_policy(wildcards)
     }
-    if letter in ("a", "b"):
+    if indomain:
         inputs["indomain"] = f"results/{run}/iter{iteration}/indomain.parquet"
-    if letter in ("b", "c"):
+    if synthetic:
         inputs["synthetic"] = f"results/{run}/iter{iteration}/synthetic.parquet"
     return inputs
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import artifacts as art
-from .agents import Start, Step, Trajectory, rollout, trajectories_from_frame, trajectory_rows
+from .agents import Start, Step, Trajectory, react_messages, rollout, trajectories_from_frame, trajectory_rows
 from .config import dataset_spec
 from .environments import make_environment
 from .environments.base import Task
@@ -36,6 +36,16 @@ def step_environment(config: dict[str, Any], run: str, dataset: str = "train") -
 
 def _steps(config: dict[str, Any], run: str) -> dict[str, Any]:
     return _settings(config, run)["steps"]
+
+
+def _solved(trajectory: Trajectory, threshold: float) -> bool:
+    """Success: the episode ended with a final reward of at least the threshold."""
+    return trajectory.finished and trajectory.final_reward >= threshold
+
+
+def _scorer(config: dict[str, Any], scorer_dir: str, policy: Any, policy_dir: str) -> Any:
+    """IPR's frozen scorer: the policy's own backend when both are the same checkpoint (one model in memory)."""
+    return policy if str(scorer_dir) == str(policy_dir) else _backend(config, scorer_dir)
 
 
 def _threshold(environment: Any) -> float:
@@ -114,24 +124,21 @@ def source_trajectories(config: dict[str, Any], run: str, program_paths: Sequenc
             counts[task_id] += 1
         trajectories = trajectories_from_programs(environment, [tasks[i] for i in solved["id"]],
                                                   list(solved["program"]), episode_ids)
-    kept = [t for t in trajectories if t.finished and t.final_reward >= _threshold(environment)]
+    threshold = _threshold(environment)
+    kept = [t for t in trajectories if _solved(t, threshold)]
     log.info("%s: %d successful trajectories for %d of %d tasks (%d candidates)", out, len(kept),
              len({t.task.id for t in kept}), len(tasks), len(trajectories))
     art.write_table(trajectory_rows(kept), out, art.TRAJECTORIES)
 
 
-def read_trajectories(path: str, task_paths: Sequence[str] = ()) -> list[Trajectory]:
-    """A TRAJECTORIES file, with the tasks' own rows where given (their answers included)."""
-    tasks = {task.id: task for p in task_paths for task in _tasks(art.read_table(p, art.TASKS))} or None
-    frame = art.read_table(path, art.TRAJECTORIES)
-    if tasks is not None:
-        tasks = {**{task_id: Task(task_id, "", "") for task_id in frame["task_id"]}, **tasks}
-    return trajectories_from_frame(frame, tasks)
+def read_trajectories(path: str) -> list[Trajectory]:
+    """A TRAJECTORIES file as trajectories (each task rebuilt from its id and first observation)."""
+    return trajectories_from_frame(art.read_table(path, art.TRAJECTORIES))
 
 
 def outcome_summary(trajectories: Sequence[Trajectory], threshold: float) -> dict[str, Any]:
     """Success rate, mean final reward and how episodes ended, over all and per task family (Task.answer)."""
-    success = [int(t.final_reward >= threshold and t.finished) for t in trajectories]
+    success = [int(_solved(t, threshold)) for t in trajectories]
     per_task: dict[str, dict[str, Any]] = {}
     for trajectory, solved in zip(trajectories, success):
         entry = per_task.setdefault(trajectory.task.answer or trajectory.task.id.split(":")[0], {"n": 0, "correct": 0})
@@ -202,7 +209,7 @@ def _ipr_step_reward(config: dict[str, Any], settings: dict[str, Any], environme
     """The mean Monte Carlo step reward of each test trajectory's actions under the frozen SFT scorer."""
     from .ipr import mean_step_rewards
 
-    scorer = policy if str(scorer_dir) == str(model_dir) else _backend(config, scorer_dir)
+    scorer = _scorer(config, scorer_dir, policy, model_dir)
     steps = settings["steps"]
     rewards = mean_step_rewards(environment, scorer, trajectories, n_rollouts=int(settings["ipr"]["mc_rollouts"]),
                                 max_steps=int(steps["max_steps"]), max_new_tokens=int(steps["max_new_tokens"]),
@@ -213,8 +220,6 @@ def _ipr_step_reward(config: dict[str, Any], settings: dict[str, Any], environme
 # ---- IPR ----------------------------------------------------------------------------------------------
 
 def _conversations(environment: Any, trajectories: Sequence[Trajectory]) -> list[Any]:
-    from .agents import react_messages
-
     return [react_messages(environment, trajectory.steps) for trajectory in trajectories]
 
 
@@ -244,7 +249,7 @@ def ipr_explore(config: dict[str, Any], run: str, iteration: int, policy_dir: st
     environment = step_environment(config, run)
     experts = read_trajectories(experts_path)
     policy = _backend(config, policy_dir)
-    scorer = policy if str(scorer_dir) == str(policy_dir) else _backend(config, scorer_dir)
+    scorer = _scorer(config, scorer_dir, policy, policy_dir)
     rows = explore_expert(environment, policy, scorer, experts, n_rollouts=int(ipr["mc_rollouts"]),
                           max_steps=int(steps["max_steps"]), max_new_tokens=int(steps["max_new_tokens"]),
                           seed=_seed(config, iteration, 5))
@@ -328,7 +333,7 @@ def _mixture_metrics(config: dict[str, Any], settings: dict[str, Any], environme
     mixture = settings["mixture"]
     embedder = _embedder(settings)
     threshold = _threshold(environment)
-    success = [t.finished and t.final_reward >= threshold for t in trajectories]
+    success = [_solved(t, threshold) for t in trajectories]
     trivial = [o.done and o.reward >= threshold for o in environment.replay(tasks, [[] for _ in tasks])]
     templates = [template_of(objective_of(task.question)) for task in tasks]
     groups = capability_groups(embedder.encode(templates), float(mixture["capability_similarity"]))
@@ -369,7 +374,7 @@ def mixture_indomain(config: dict[str, Any], run: str, iteration: int, policy_di
                               n=int(settings["mixture"]["samples_per_task"]), seed=_seed(config, iteration, 11))
     kept, dropped = filter_trajectories(trajectories)
     threshold = _threshold(environment)
-    solved = {t.episode_id for t in trajectories if t.finished and t.final_reward >= threshold}
+    solved = {t.episode_id for t in trajectories if _solved(t, threshold)}
     _write_trajectories(kept, out)
     art.write_json({"trajectories": len(trajectories), "kept": len(kept), "dropped": dropped,
                     "kept_successful": sum(t.episode_id in solved for t in kept),

@@ -221,10 +221,8 @@ def train_trajectories(init_model: str | Path, examples: Sequence[Mapping[str, A
     from trl import SFTConfig, SFTTrainer
 
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(out_dir.name + ".partial")
+    staging = _staging(out_dir)
     main = _is_main_process()
-    if main:
-        shutil.rmtree(staging, ignore_errors=True)
     metrics: dict[str, Any] = {"init_model": str(init_model), "train_examples": len(examples),
                                "lora": dict(lora) if lora else None, "processes": _world_size()}
     if not examples:
@@ -233,39 +231,54 @@ def train_trajectories(init_model: str | Path, examples: Sequence[Mapping[str, A
         metrics["note"] = "nothing to train on; initial model copied"
     else:
         config = SFTConfig(**_trainer_arguments(settings, staging / "trainer"), train_sampling_strategy="group_by_length")
+        quantization = _quantization(lora)
         model = AutoModelForCausalLM.from_pretrained(
             init_model, dtype=torch.bfloat16 if config.bf16 else torch.float32,
-            attn_implementation=attention_implementation(config.bf16), **_quantization(lora))
+            attn_implementation=attention_implementation(config.bf16), **quantization)
         dataset = Dataset.from_list([{"input_ids": list(e["input_ids"]), "assistant_masks": list(e["assistant_masks"])}
                                      for e in examples])
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=_tokenizer(init_model),
                              peft_config=_lora_config(lora) if lora else None)
-        result = trainer.train()
-        quantized = bool(_quantization(lora))
-        if lora and quantized:  # QLoRA: merge into full-precision base weights, not the 4-bit ones
-            trainer.model.save_pretrained(str(staging / "adapter"))
-            if main:
-                _merge_adapter(init_model, staging / "adapter", staging)
-        else:
-            if lora:  # the adapter folded into the weights: downstream stages load a plain model
-                trainer.model = trainer.model.merge_and_unload()
-            trainer.save_model(str(staging))
-        if main:
-            trainer.processing_class.save_pretrained(str(staging))
-            shutil.rmtree(staging / "trainer", ignore_errors=True)
-        _barrier()
-        metrics["sft"] = {**result.metrics, "global_step": result.global_step}
-    if not main:
-        return metrics
-    write_json(metrics, staging / "training.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
+        metrics["sft"] = _save(trainer, staging, lora_base=init_model if lora else None, quantized=bool(quantization))
+    if main:
+        _publish(metrics, staging, out_dir)
     return metrics
 
 
-def _save(trainer, out_dir: Path) -> dict[str, Any]:
+def _staging(out_dir: Path) -> Path:
+    """The directory a checkpoint is written to before it is renamed into place, emptied by rank 0.
+
+    The other ranks write nothing before the trainer's first collective, which waits for rank 0.
+    """
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    if _is_main_process():
+        shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def _publish(metrics: dict[str, Any], staging: Path, out_dir: Path) -> None:
+    """Rank 0: training.json beside the weights, then the finished checkpoint renamed into place."""
+    write_json(metrics, staging / "training.json")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+
+
+def _save(trainer, out_dir: Path, lora_base: str | Path | None = None, quantized: bool = False) -> dict[str, Any]:
+    """Train, then save the weights and tokenizer to `out_dir`.
+
+    With `lora_base`, the LoRA adapter is merged first, so every later stage loads a plain
+    checkpoint: into the trained weights, or (QLoRA, `quantized`) into `lora_base` reloaded in
+    bf16, not into the 4-bit weights it trained on.
+    """
     result = trainer.train()
-    trainer.save_model(str(out_dir))  # every rank: under ZeRO-3 it gathers the sharded weights; rank 0 writes
+    if lora_base is not None and quantized:
+        trainer.model.save_pretrained(str(out_dir / "adapter"))
+        if _is_main_process():
+            _merge_adapter(lora_base, out_dir / "adapter", out_dir)
+    else:
+        if lora_base is not None:
+            trainer.model = trainer.model.merge_and_unload()
+        trainer.save_model(str(out_dir))  # every rank: under ZeRO-3 it gathers the sharded weights; rank 0 writes
     if _is_main_process():
         trainer.processing_class.save_pretrained(str(out_dir))
         shutil.rmtree(out_dir / "trainer", ignore_errors=True)
@@ -282,10 +295,8 @@ def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict
     of `init_model`, so every iteration has a self-contained policy.
     """
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(out_dir.name + ".partial")
+    staging = _staging(out_dir)
     main = _is_main_process()
-    if main:  # the other ranks write nothing before the trainer's first collective, which waits for rank 0
-        shutil.rmtree(staging, ignore_errors=True)
     metrics: dict[str, Any] = {"init_model": str(init_model), "train_examples": len(examples),
                                "l1_examples": sum(e["loss"] == "L1" for e in examples),
                                "l2_examples": sum(e["loss"] == "L2" for e in examples), "dpo_pairs": len(pairs),
@@ -304,11 +315,8 @@ def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict
         if main:
             shutil.copytree(init_model, staging)
         metrics["note"] = "nothing to train on; initial model copied"
-    if not main:
-        return metrics  # rank 0 alone writes training.json and renames the checkpoint into place
-    write_json(metrics, staging / "training.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
+    if main:  # rank 0 alone writes training.json and renames the checkpoint into place
+        _publish(metrics, staging, out_dir)
     return metrics
 
 
@@ -487,10 +495,8 @@ def train_ipr(policy_init: str | Path, reference_model: str | Path, pairs: Itera
     if not set(losses) <= set(IPR_LOSSES) or not losses:
         raise ValueError(f"losses must be a non-empty subset of {IPR_LOSSES}, got {list(losses)}")
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(out_dir.name + ".partial")
+    staging = _staging(out_dir)
     main = _is_main_process()
-    if main:
-        shutil.rmtree(staging, ignore_errors=True)
     tokenizer = _tokenizer(policy_init)
     examples, dropped = ipr_examples(tokenizer, pairs, int(settings["max_length"]))
     kinds = [example["kind"] for example in examples]
@@ -516,9 +522,6 @@ def train_ipr(policy_init: str | Path, reference_model: str | Path, pairs: Itera
         if main:
             shutil.copytree(policy_init, staging)
         metrics["note"] = "no preference pairs; policy copied"
-    if not main:
-        return metrics
-    write_json(metrics, staging / "training.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
+    if main:
+        _publish(metrics, staging, out_dir)
     return metrics

@@ -287,12 +287,10 @@ class WebEnvironment:
     @property
     def step_example(self) -> Messages:
         """A solved episode as conversation turns, shown first when rolling out few-shot."""
-        messages: Messages = []
-        for index, (thought, action, observation) in enumerate(STEP_EXAMPLE_STEPS):
-            shown = f"{self.step_instruction}\n\n{observation}" if index == 0 else f"Observation:\n{observation}"
-            messages += [{"role": "user", "content": shown},
-                         {"role": "assistant", "content": f"Thought: {thought}\nAction: {action}"}]
-        return messages
+        from ..agents import Step, react_messages  # here: agents imports this package
+
+        steps = [Step(observation, thought, action, 0.0, False, "") for thought, action, observation in STEP_EXAMPLE_STEPS]
+        return react_messages(self, steps)
 
     def program_steps(self, program: str) -> list[str]:
         """A whole program (loops and variables unrolled) as step-mode actions, one agent call each."""
