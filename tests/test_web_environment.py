@@ -372,30 +372,32 @@ def _renderers() -> int:
     return sum(b"--type=renderer" in cmdline for _, cmdline in _chromium_descendants(helpers=True))
 
 
-def _kill_browser_when_running(after_s: float) -> threading.Thread:
-    """Kill Chromium once its pages' renderers are up (the episodes are running) and `after_s` more seconds;
-    on a loaded machine start-up alone can take seconds, so no fixed delay from launch."""
-    def kill() -> None:
-        deadline = time.monotonic() + 60
-        while _renderers() < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(after_s)
-        for pid in _chromium_children():
-            os.kill(pid, signal.SIGKILL)
+def _kill_browser_after(episodes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill Chromium once `episodes` episodes have finished, counted on the call's progress bar: a count and
+    not a delay, so the kill lands mid-call however fast or loaded the machine is."""
+    import tqdm
 
-    killer = threading.Thread(target=kill)
-    killer.start()
-    return killer
+    class KillingBar(tqdm.tqdm):
+        finished = 0
+
+        def update(self, n: float | None = 1) -> bool | None:
+            KillingBar.finished += 1
+            if KillingBar.finished == episodes:
+                for pid in _chromium_children():
+                    os.kill(pid, signal.SIGKILL)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm, "tqdm", KillingBar)
 
 
 @pytest.mark.browser
 @browser
-def test_a_killed_browser_is_started_again_and_only_its_running_episodes_fail(tasks):
+def test_a_killed_browser_is_started_again_and_only_its_running_episodes_fail(tasks, monkeypatch):
     button = tasks["click-button"]
-    killer = _kill_browser_when_running(after_s=2.0)
-    results = WebEnvironment(workers=2).execute([button] * 300, [_correct_and_wrong(button)[0]] * 300)
-    killer.join()
+    _kill_browser_after(episodes=40, monkeypatch=monkeypatch)
+    results = WebEnvironment(workers=2).execute([button] * 120, [_correct_and_wrong(button)[0]] * 120)
     failed = [r for r in results if not r.b]
+    assert all(r.b for r in results[:39])  # the episodes before the kill
     assert 1 <= len(failed) <= 4  # the episodes the two pages were running (and a page opening)
     assert {r.error_class for r in failed} <= {BROWSER_CRASH, PAGE_CRASH} and BROWSER_CRASH in {r.error_class for r in failed}
     assert results[-1].b == 1  # the episodes after the crash ran in the new browser
@@ -404,17 +406,16 @@ def test_a_killed_browser_is_started_again_and_only_its_running_episodes_fail(ta
 
 @pytest.mark.browser
 @browser
-def test_without_restarts_a_killed_browser_fails_the_remaining_episodes_and_the_call_returns(tasks):
+def test_without_restarts_a_killed_browser_fails_the_remaining_episodes_and_the_call_returns(tasks, monkeypatch):
     button = tasks["click-button"]
-    killer = _kill_browser_when_running(after_s=4.0)
+    _kill_browser_after(episodes=40, monkeypatch=monkeypatch)
     started = time.monotonic()
-    results = WebEnvironment(workers=2, browser_relaunches=0).execute([button] * 400,
-                                                                      [_correct_and_wrong(button)[0]] * 400)
-    killer.join()
+    results = WebEnvironment(workers=2, browser_relaunches=0).execute([button] * 120,
+                                                                      [_correct_and_wrong(button)[0]] * 120)
     assert time.monotonic() - started < 120
     solved = [r for r in results if r.b]
     failed = [r for r in results if not r.b]
-    assert solved and failed and len(solved) + len(failed) == 400
+    assert 39 <= len(solved) <= 41 and len(solved) + len(failed) == 120
     assert {r.error_class for r in failed} <= {BROWSER_CRASH, PAGE_CRASH}
     assert results[-1].error_class == BROWSER_CRASH
     assert not _chromium_children()
