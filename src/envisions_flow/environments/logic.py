@@ -11,7 +11,8 @@ from multiprocessing import get_context
 from typing import Sequence
 
 from ..logic_programs import answer_or_error
-from ..sandbox import Limits, address_space_limit, run_many
+from ..fork_server import address_space_limit
+from ..sandbox import Limits, run_many
 from .base import CORRECT, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
 
 INSTRUCTION = (
