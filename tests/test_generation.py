@@ -71,3 +71,36 @@ def test_greedy_decoding_matches_transformers_generate(backend):
                                                eos_token_id=backend.tokenizer.eos_token_id,
                                                pad_token_id=backend.tokenizer.pad_token_id)
         assert generation.token_ids == tuple(reference[0, encoded["input_ids"].shape[1]:].tolist())
+
+
+def test_drawn_tokens_follow_the_distribution_and_carry_its_log_probs():
+    import torch
+
+    from envisions_flow.generation import draw_tokens
+
+    probabilities = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
+    logits = probabilities.log().expand(20000, -1)
+    chosen, logprobs = draw_tokens(logits, torch.Generator().manual_seed(0))
+    counts = torch.bincount(chosen, minlength=5).float() / len(chosen)
+    assert counts[1] == 0 and counts[4] == 0  # zero-probability tokens, the last one included, never come up
+    assert torch.allclose(counts, probabilities, atol=0.015)
+    assert torch.allclose(logprobs, torch.log_softmax(logits, -1).gather(1, chosen[:, None]).squeeze(1))
+
+
+def test_a_preallocated_cache_gives_the_logits_of_a_dynamic_one_even_past_its_capacity(backend):
+    import torch
+    from transformers import DynamicCache
+
+    from envisions_flow.generation import preallocated_cache
+
+    ids = backend.tokenizer(_prompts(backend, False)[:1], return_tensors="pt")["input_ids"]
+    steps = torch.tensor([[backend.tokenizer.eos_token_id], [13], [42]])
+    logits = []
+    for cache in (DynamicCache(config=backend.model.config), preallocated_cache(backend.model.config, ids.shape[1] + 1)):
+        with torch.inference_mode():
+            rows = [backend.model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]]
+            for token in steps:  # the third step is past the planned capacity
+                rows.append(backend.model(input_ids=token[None], past_key_values=cache, use_cache=True).logits[:, -1])
+        logits.append(torch.cat(rows))
+    assert {type(layer).__name__ for layer in cache.layers} == {"PreallocatedLayer"}
+    assert torch.allclose(logits[0], logits[1], atol=1e-4)
