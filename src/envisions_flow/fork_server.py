@@ -8,7 +8,7 @@ at start-up, so even a hook bypass finds no network. The worker only ever receiv
 string rendering of the return value; judging it against the gold answer happens elsewhere.
 
 This module is all a worker imports. Every fork copies the worker's page tables and every
-page a child writes is copied on its first write (~3 us each in a VM), so the worker stays a
+page a child writes is copied on its first write (a few us each in a VM), so the worker stays a
 lean interpreter (no tempfile, dataclasses or typing: a worker with them forked 0.3 ms slower)
 and the child is handed everything prepared before the fork.
 """
@@ -198,8 +198,11 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_RDWR)
 
 
-def _sandbox_environment(home: str) -> dict[str, str]:
-    return {"HOME": home, "TMPDIR": home, "PATH": ""}
+def _enter_sandbox_environment(home: str) -> None:
+    """Only HOME and TMPDIR (`home`) and an empty PATH; oversized writes fail with EFBIG instead of killing."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    os.environ.clear()
+    os.environ.update({"HOME": home, "TMPDIR": home, "PATH": ""})
 
 
 _environment_cleared = False  # set in a worker, whose whole environment is the sandbox's from its start
@@ -208,14 +211,12 @@ _environment_cleared = False  # set in a worker, whose whole environment is the 
 def _clear_environment() -> None:
     """Give this worker the sandbox's environment once, so its children need not each clear it.
 
-    A child's first write to a page copies the page (~3 us each in this VM), and clearing
+    A child's first write to a page copies the page (a few us each in this VM), and clearing
     `os.environ` plus setting a signal handler wrote ~120 pages per child. HOME and TMPDIR are
     "." here: each child runs in its own directory.
     """
     global _environment_cleared
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing
-    os.environ.clear()
-    os.environ.update(_sandbox_environment("."))
+    _enter_sandbox_environment(".")
     _environment_cleared = True
 
 
@@ -233,9 +234,7 @@ def _child(code: str, entry: str, sandbox_dir: str, rlimits: list, guard: "_Guar
         os.closerange(result_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         sys.stdin, sys.stdout, sys.stderr = _quiet_streams()
         if not _environment_cleared:  # forked from a caller, not from a worker
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            os.environ.clear()
-            os.environ.update(_sandbox_environment(sandbox_dir))
+            _enter_sandbox_environment(sandbox_dir)
         for name in _BLOCKED_MODULES:
             sys.modules.pop(name, None)
         for which, limit in rlimits:
