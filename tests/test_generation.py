@@ -87,6 +87,27 @@ def test_drawn_tokens_follow_the_distribution_and_carry_its_log_probs():
     assert torch.allclose(logprobs, torch.log_softmax(logits, -1).gather(1, chosen[:, None]).squeeze(1))
 
 
+def test_draws_over_many_blocks_reach_every_token_with_its_probability_and_skip_impossible_ones():
+    """A vocabulary of 4 blocks and a part: zero-probability runs at block edges, a whole empty block."""
+    import torch
+
+    from envisions_flow.generation import draw_tokens
+
+    weights = torch.rand(1100, generator=torch.Generator().manual_seed(1)) + 0.5
+    impossible = torch.zeros(1100, dtype=torch.bool)
+    for start, stop in ((0, 3), (250, 262), (512, 768), (1090, 1100)):
+        impossible[start:stop] = True
+    weights[impossible] = 0
+    probabilities = weights / weights.sum()
+    logits = probabilities.log().expand(400_000, -1)
+    chosen, logprobs = draw_tokens(logits, torch.Generator().manual_seed(2))
+    counts = torch.bincount(chosen, minlength=1100).float() / len(chosen)
+    assert counts[impossible].sum() == 0 and len(counts) == 1100
+    assert (counts[~impossible] > 0).all()
+    assert torch.allclose(counts, probabilities, atol=5 * (probabilities.max() / len(chosen)) ** 0.5)
+    assert torch.allclose(logprobs, probabilities.log()[chosen])
+
+
 def test_a_preallocated_cache_gives_the_logits_of_a_dynamic_one_even_past_its_capacity(backend):
     import torch
     from transformers import DynamicCache
@@ -104,3 +125,44 @@ def test_a_preallocated_cache_gives_the_logits_of_a_dynamic_one_even_past_its_ca
         logits.append(torch.cat(rows))
     assert {type(layer).__name__ for layer in cache.layers} == {"PreallocatedLayer"}
     assert torch.allclose(logits[0], logits[1], atol=1e-4)
+
+
+def test_samples_keep_their_own_prompt_while_rows_and_prompts_leave_the_batch(backend, monkeypatch):
+    """Every sample's log-prob equals a fresh forward pass, though rows finish at different steps.
+
+    " the" stands in for the end-of-sequence token, so rows end after a few tokens each and
+    leave the batch in many compactions, whole prompts among them while later ones stay; an
+    attention that mixed up rows or prompts after a compaction would give other log-probs.
+    """
+    from envisions_flow.generation import SharedPrompts
+
+    stop = backend.tokenizer(" the", add_special_tokens=False)["input_ids"][-1]
+    kept = []
+    select_rows = SharedPrompts.select_rows
+
+    def spy(self, index):
+        kept.append(sorted(set(self.prompt[index].tolist())))  # the prompts left, numbered before the call
+        select_rows(self, index)
+
+    monkeypatch.setattr(SharedPrompts, "select_rows", spy)
+    monkeypatch.setattr(backend, "batch_size", 18)  # the 6 prompts' 3 samples in one batch
+    questions = QUESTIONS + ["Tom reads 12 pages a day for a week. How many pages does he read?",
+                             "A class of 28 pupils splits into teams of 4. How many teams are there?",
+                             "Mia saves 5 dollars a week. How much has she saved after 9 weeks?",
+                             "A train travels 60 miles an hour for 3 hours. How far does it go?"]
+    prompts = [backend.render(MathEnvironment().explore_prompt(Task(str(i), q, ""), False))
+               for i, q in enumerate(questions)]
+    eos = backend.tokenizer.eos_token
+    backend.tokenizer.eos_token_id = stop
+    try:
+        samples = backend.sample(prompts, n=3, max_new_tokens=30, seed=7)
+    finally:
+        backend.tokenizer.eos_token = eos
+    assert backend.tokenizer.eos_token == eos
+    assert len(kept) >= 5
+    assert any(left != list(range(len(left))) for left in kept)  # a prompt left while a later one stayed
+    assert 6 <= sum(g.token_ids[-1] == stop for group in samples for g in group) < 18
+    for prompt, group in zip(prompts, samples):
+        for generation in group:
+            expected = sequence_logprob(backend.model, backend.tokenizer, prompt, generation.token_ids)
+            assert generation.logprob_sum == pytest.approx(expected, abs=2e-3 * generation.n_tokens)

@@ -76,6 +76,9 @@ class TransformersBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        use_shared_prompt_attention(self.model)
+        if self.device == "cpu":
+            reuse_freed_memory()
         self.batch_size = batch_size
         self.progress = progress
 
@@ -110,68 +113,206 @@ class TransformersBackend:
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, seed: int, do_sample: bool):
         """n completions per prompt, decoded step by step with the KV cache.
 
-        Written out rather than `model.generate` for three reasons that matter on a CPU:
-        each prompt is encoded once and its cache repeated for its n samples; a finished
-        sequence leaves the batch at once instead of being computed (as padding) until the
-        longest one ends; and the log-prob of each chosen token comes from the very
-        distribution it was drawn from (temperature 1, no top-k/top-p), no second pass.
+        Written out rather than `model.generate` for what matters on a CPU: each prompt is
+        encoded once and its cache kept once for its n samples, which attend to it together
+        (`SharedPrompts`); finished rows leave the batch (in bulk, see `_compaction_due`)
+        instead of being computed as padding until the longest one ends; and the log-prob of
+        each chosen token comes from the very distribution it was drawn from (temperature 1,
+        no top-k/top-p), no second pass.
         """
         torch = self.torch
+        from transformers import DynamicCache
 
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        attention_mask = encoded["attention_mask"]
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = preallocated_cache(self.model.config, attention_mask.shape[1] + max_new_tokens)
+        positions = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         eos = self.tokenizer.eos_token_id
         with torch.inference_mode():
-            logits = self.model(input_ids=encoded["input_ids"], attention_mask=attention_mask, position_ids=positions,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-            if n > 1:
-                cache.batch_repeat_interleave(n)
-                logits, attention_mask = logits.repeat_interleave(n, dim=0), attention_mask.repeat_interleave(n, dim=0)
-                positions = positions.repeat_interleave(n, dim=0)
-            next_position = positions[:, -1] + 1
-            live = list(range(logits.shape[0]))  # the output row of each row still in the batch
-            tokens: list[list[int]] = [[] for _ in live]
-            logprob_sums = [0.0] * len(live)
+            prompt_cache = DynamicCache(config=self.model.config)
+            logits = self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
+                                position_ids=positions, past_key_values=prompt_cache, use_cache=True,
+                                logits_to_keep=1).logits[:, -1].repeat_interleave(n, dim=0)
+            shared = SharedPrompts(prompt_cache, encoded["attention_mask"], n)
+            cache = preallocated_cache(self.model.config, max_new_tokens)  # the generated tokens' keys and values
+            next_position = (positions[:, -1] + 1).repeat_interleave(n)
+            rows = list(range(logits.shape[0]))  # the output row of each row of the batch
+            finished = [False] * len(rows)
+            tokens: list[list[int]] = [[] for _ in rows]
+            logprob_sums = [0.0] * len(rows)
             for step in range(max_new_tokens):
                 chosen, picked = (draw_tokens(logits, generator) if do_sample else greedy_tokens(logits))
-                keep = []
-                for position, (row, token, logprob) in enumerate(zip(live, chosen.tolist(), picked.tolist())):
-                    tokens[row].append(token)
-                    logprob_sums[row] += logprob
-                    if token != eos:
-                        keep.append(position)
-                if not keep or step == max_new_tokens - 1:
+                for position, (row, token, logprob) in enumerate(zip(rows, chosen.tolist(), picked.tolist())):
+                    if not finished[position]:
+                        tokens[row].append(token)
+                        logprob_sums[row] += logprob
+                        finished[position] = token == eos
+                if all(finished) or step == max_new_tokens - 1:
                     break
-                if len(keep) < len(live):
+                if _compaction_due(finished):
+                    keep = [position for position, done in enumerate(finished) if not done]
                     index = torch.tensor(keep, device=self.device)
                     cache.batch_select_indices(index)
-                    live = [live[i] for i in keep]
-                    chosen, attention_mask, next_position = chosen[index], attention_mask[index], next_position[index]
-                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(live), 1)], dim=1)
-                logits = self.model(input_ids=chosen[:, None], attention_mask=attention_mask,
-                                    position_ids=next_position[:, None], past_key_values=cache,
-                                    use_cache=True).logits[:, -1]
+                    shared.select_rows(index)
+                    rows, finished = [rows[i] for i in keep], [False] * len(keep)
+                    chosen, next_position = chosen[index], next_position[index]
+                shared.layers_attended = 0
+                logits = self.model(input_ids=chosen[:, None], position_ids=next_position[:, None],
+                                    past_key_values=cache, use_cache=True, shared_prompts=shared).logits[:, -1]
+                if shared.layers_attended != len(shared.keys):
+                    raise RuntimeError(f"{type(self.model).__name__} does not take its attention from transformers' "
+                                       "AttentionInterface, which sampling with shared prompts needs")
                 next_position = next_position + 1
         return [Generation(self.tokenizer.decode(ids, skip_special_tokens=True), tuple(ids), total)
                 for ids, total in zip(tokens, logprob_sums)]
 
 
-def draw_tokens(logits, generator):
+def reuse_freed_memory() -> bool:
+    """Have glibc keep freed memory for the next allocation instead of returning it to the system.
+
+    glibc maps every allocation over 32 MiB afresh and unmaps it when freed, and a fresh page
+    costs a fault when first written (~4 us each here). A decoding step at batch 320 allocates
+    two such tensors (the logits and their softmax), 30,000 faults and 7% of the step. With
+    `mmap` off and trimming raised, the heap keeps those pages. A no-op (False) off glibc.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_max, trim_threshold = -4, -1  # M_MMAP_MAX and M_TRIM_THRESHOLD in malloc.h
+        return bool(libc.mallopt(mmap_max, 0)) and bool(libc.mallopt(trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
+def _compaction_due(finished: list[bool]) -> bool:
+    """Whether to drop the finished rows from the batch now.
+
+    Dropping copies the cache of every remaining row, as much as an attention pass reads;
+    a finished row left in costs its share of a step. Rows are dropped once an eighth of the
+    batch is finished, which bounds both costs to about an eighth of a step.
+    """
+    return sum(finished) >= max(1, len(finished) // 8)
+
+
+class SharedPrompts:
+    """The prompts' keys and values, kept once per prompt and attended to by all its samples.
+
+    The n samples of a prompt share its cache. Copying it n times (`repeat_interleave`) makes
+    every sample read its own copy at every step, and on a CPU attention is bound by reading
+    the cache. Here a decoding step reads each prompt's cache once for its n samples: their
+    queries are stacked as rows of one matrix product (cascade attention), and one softmax
+    runs over the prompt's positions and the sample's own generated ones.
+    """
+
+    def __init__(self, cache, attention_mask, n: int) -> None:
+        import torch
+
+        self.keys = [layer.keys for layer in cache.layers]
+        self.values = [layer.values for layer in cache.layers]
+        self.padding = ~attention_mask.bool()[:, None, None, :]  # (prompts, 1, 1, positions)
+        self.n = n
+        prompts = attention_mask.shape[0]
+        self.prompt = torch.arange(prompts, device=attention_mask.device).repeat_interleave(n)  # of each row
+        self.sample = torch.arange(n, device=attention_mask.device).repeat(prompts)  # its index among the n
+        self.row_padding = self.padding[self.prompt]
+        self.layers_attended = 0
+
+    def select_rows(self, index) -> None:
+        """Keep these rows; drop the prompts none of them belongs to."""
+        import torch
+
+        prompt = self.prompt[index]
+        alive = torch.unique(prompt)
+        if len(alive) < len(self.keys[0]):
+            self.keys = [keys[alive] for keys in self.keys]
+            self.values = [values[alive] for values in self.values]
+            self.padding = self.padding[alive]
+            prompt = torch.searchsorted(alive, prompt)
+        self.prompt, self.sample = prompt, self.sample[index]
+        self.row_padding = self.padding[self.prompt]
+
+    def attend(self, layer: int, query, key, value, attention_mask, scaling: float):
+        """Attention of one new token per row over its prompt and its own generated tokens."""
+        import torch
+
+        rows, heads, _, dim = query.shape
+        key_heads = key.shape[1]
+        group = heads // key_heads
+        query = query.view(rows, key_heads, group, dim)
+        prompt_keys, prompt_values = self.keys[layer], self.values[layer]
+        prompts, length = prompt_keys.shape[0], prompt_keys.shape[2]
+
+        def by_prompt(per_row):  # (rows, key heads, group, x) -> (prompts, key heads, n * group, x)
+            grid = per_row.new_zeros(prompts, self.n, *per_row.shape[1:])
+            grid[self.prompt, self.sample] = per_row
+            return grid.transpose(1, 2).reshape(prompts, key_heads, self.n * group, per_row.shape[-1])
+
+        def by_row(per_prompt):  # the inverse of by_prompt
+            grid = per_prompt.view(prompts, key_heads, self.n, group, per_prompt.shape[-1]).transpose(1, 2)
+            return grid[self.prompt, self.sample]
+
+        prompt_scores = by_row(torch.matmul(by_prompt(query), prompt_keys.transpose(-1, -2)))
+        prompt_scores.masked_fill_(self.row_padding, float("-inf"))
+        own_scores = torch.matmul(query, key.transpose(-1, -2))
+        if attention_mask is not None and attention_mask.dtype == torch.bool:
+            own_scores.masked_fill_(~attention_mask[..., -key.shape[2]:], float("-inf"))
+        scores = torch.cat([prompt_scores, own_scores], dim=-1).mul_(scaling)
+        probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+        output = torch.matmul(probabilities[..., length:], value)
+        output += by_row(torch.matmul(by_prompt(probabilities[..., :length]), prompt_values))
+        self.layers_attended += 1
+        return output.reshape(rows, 1, heads, dim)
+
+
+SHARED_PROMPT_ATTENTION = "envisions_shared_prompts"
+
+
+def shared_prompt_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                            shared_prompts: SharedPrompts | None = None, **kwargs):
+    """`SharedPrompts.attend` for decoding steps that pass `shared_prompts`; SDPA for everything else."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if shared_prompts is None or query.shape[2] != 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    return shared_prompts.attend(module.layer_idx, query, key, value, attention_mask, scaling), None
+
+
+def use_shared_prompt_attention(model) -> None:
+    """Route `model`'s attention through `shared_prompt_attention` (its masks built as for SDPA)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(SHARED_PROMPT_ATTENTION, shared_prompt_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED_PROMPT_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(SHARED_PROMPT_ATTENTION)
+
+
+def draw_tokens(logits, generator, block: int = 256):
     """One token per row drawn from softmax(logits), and its log-prob under that very distribution.
 
     By inverting the cumulative distribution with one uniform draw per row: `torch.multinomial`
     draws an exponential variate for every vocabulary entry (49k per row), a fifth of a CPU
-    decoding step at batch 32. `right=True` never lands on a zero-probability token.
+    decoding step at batch 32. The inversion runs in two levels, over sums of `block` entries
+    and then within the block drawn, because a cumulative sum over the whole vocabulary runs
+    one entry after another (5% of a step at batch 320). Searching with `right=True` for a
+    point below the block's total never lands on a zero-probability token.
     """
     import torch
 
     probabilities = torch.softmax(logits.float(), dim=-1)
-    cumulative = probabilities.cumsum(dim=-1)
-    draws = torch.rand(len(cumulative), 1, generator=generator, device=cumulative.device) * cumulative[:, -1:]
-    chosen = torch.searchsorted(cumulative, draws, right=True).squeeze(1).clamp_(max=cumulative.shape[1] - 1)
+    rows, vocabulary = probabilities.shape
+    spare = -vocabulary % block
+    padded = (torch.nn.functional.pad(probabilities, (0, spare)) if spare else probabilities).view(rows, -1, block)
+    block_totals = padded.sum(dim=-1)
+    cumulative = block_totals.cumsum(dim=-1)
+    draws = torch.rand(rows, 1, generator=generator, device=logits.device) * cumulative[:, -1:]
+    chosen_block = torch.searchsorted(cumulative, draws, right=True).clamp_(max=cumulative.shape[1] - 1)
+    within = padded.gather(1, chosen_block[:, :, None].expand(rows, 1, block)).squeeze(1).cumsum(dim=-1)
+    below = cumulative.gather(1, chosen_block) - block_totals.gather(1, chosen_block)
+    remainder = torch.minimum((draws - below).clamp_(min=0), within[:, -1:].nextafter(torch.zeros_like(below)))
+    chosen = (chosen_block * block + torch.searchsorted(within, remainder, right=True)).squeeze(1)
     return chosen, probabilities.gather(1, chosen[:, None]).squeeze(1).log()
 
 
@@ -188,8 +329,9 @@ def preallocated_cache(config, capacity: int):
     """A `DynamicCache` whose full-attention layers write into buffers of `capacity` positions.
 
     `DynamicLayer.update` concatenates, copying a layer's whole cache for every new token:
-    more than half of a CPU decoding step at batch 32. Sliding-window (and other) layers are
-    left as the model's config makes them.
+    more than half of a CPU decoding step at batch 32. Rows leaving the batch are moved within
+    the buffers rather than into new ones (fresh memory costs a page fault per 4 KiB written).
+    Sliding-window (and other) layers are left as the model's config makes them.
     """
     import torch
     from transformers import DynamicCache
@@ -201,31 +343,28 @@ def preallocated_cache(config, capacity: int):
                 self.lazy_initialization(key_states, value_states)
                 shape = (*key_states.shape[:2], max(capacity, key_states.shape[2]), key_states.shape[3])
                 self.key_buffer, self.value_buffer = key_states.new_empty(shape), value_states.new_empty(shape)
-                self.length = 0
+                self.rows, self.length = shape[0], 0
             end = self.length + key_states.shape[2]
             if end > self.key_buffer.shape[2]:  # past the planned length: concatenate, as DynamicLayer does
-                self.key_buffer = torch.cat([self.key_buffer[:, :, : self.length], key_states], dim=2)
-                self.value_buffer = torch.cat([self.value_buffer[:, :, : self.length], value_states], dim=2)
+                self.key_buffer = torch.cat([self.keys, key_states], dim=2)
+                self.value_buffer = torch.cat([self.values, value_states], dim=2)
             else:
-                self.key_buffer[:, :, self.length : end] = key_states
-                self.value_buffer[:, :, self.length : end] = value_states
+                self.key_buffer[: self.rows, :, self.length : end] = key_states
+                self.value_buffer[: self.rows, :, self.length : end] = value_states
             self.length = end
             self._refresh_views()
             return self.keys, self.values
 
         def _refresh_views(self) -> None:
-            self.keys = self.key_buffer[:, :, : self.length]
-            self.values = self.value_buffer[:, :, : self.length]
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            if self.is_initialized:
-                self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-                self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-                self._refresh_views()
+            self.keys = self.key_buffer[: self.rows, :, : self.length]
+            self.values = self.value_buffer[: self.rows, :, : self.length]
 
         def batch_select_indices(self, indices) -> None:
+            """Keep these rows, moved to the front of the buffers: only the filled positions are copied."""
             if self.is_initialized:
-                self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+                self.key_buffer[: len(indices), :, : self.length] = self.keys[indices]
+                self.value_buffer[: len(indices), :, : self.length] = self.values[indices]
+                self.rows = len(indices)
                 self._refresh_views()
 
     cache = DynamicCache(config=config)
