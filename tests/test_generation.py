@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import tqdm
 
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
@@ -146,6 +147,14 @@ def test_samples_keep_their_own_prompt_while_rows_and_prompts_leave_the_batch(ba
 
     monkeypatch.setattr(SharedPrompts, "select_rows", spy)
     monkeypatch.setattr(backend, "batch_size", 18)  # the 6 prompts' 3 samples in one batch
+    counted = []
+
+    class CountingBar(tqdm.tqdm):
+        def update(self, n=1):
+            counted.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm, "tqdm", CountingBar)
     questions = QUESTIONS + ["Tom reads 12 pages a day for a week. How many pages does he read?",
                              "A class of 28 pupils splits into teams of 4. How many teams are there?",
                              "Mia saves 5 dollars a week. How much has she saved after 9 weeks?",
@@ -162,7 +171,26 @@ def test_samples_keep_their_own_prompt_while_rows_and_prompts_leave_the_batch(ba
     assert len(kept) >= 5
     assert any(left != list(range(len(left))) for left in kept)  # a prompt left while a later one stayed
     assert 6 <= sum(g.token_ids[-1] == stop for group in samples for g in group) < 18
+    assert sum(counted) == 18 and len([n for n in counted if n]) >= 5  # the bar counts each sequence as it ends
     for prompt, group in zip(prompts, samples):
         for generation in group:
             expected = sequence_logprob(backend.model, backend.tokenizer, prompt, generation.token_ids)
             assert generation.logprob_sum == pytest.approx(expected, abs=2e-3 * generation.n_tokens)
+
+
+def test_sampling_past_a_models_attention_window_is_refused_by_name(base_model, tmp_path):
+    """Prompts attend as a whole; a model with windowed layers samples only within its window."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    from envisions_flow.generation import TransformersBackend
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=64)
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    windowed = TransformersBackend(tmp_path, progress=False)
+    prompt = windowed.render([{"role": "user", "content": "Add 2 and 3."}])
+    assert [len(g.token_ids) for g in windowed.sample([prompt], n=2, max_new_tokens=8, seed=0)[0]] == [8, 8]
+    with pytest.raises(ValueError, match="MistralForCausalLM attends within windows of 64 tokens"):
+        windowed.sample([prompt], n=2, max_new_tokens=60, seed=0)

@@ -103,14 +103,13 @@ class TransformersBackend:
             for batch_index, start in enumerate(range(0, len(order), per_batch)):
                 indices = order[start : start + per_batch]
                 generations = self._generate([prompts[i] for i in indices], n, max_new_tokens,
-                                             seed + batch_index, do_sample)
+                                             seed + batch_index, do_sample, bar)
                 for position, prompt_index in enumerate(indices):
                     for k in range(n):
                         results[prompt_index * n + k] = generations[position * n + k]
-                bar.update(len(indices) * n)
         return results
 
-    def _generate(self, prompts: list[str], n: int, max_new_tokens: int, seed: int, do_sample: bool):
+    def _generate(self, prompts: list[str], n: int, max_new_tokens: int, seed: int, do_sample: bool, bar):
         """n completions per prompt, decoded step by step with the KV cache.
 
         Written out rather than `model.generate` for what matters on a CPU: each prompt is
@@ -118,7 +117,7 @@ class TransformersBackend:
         (`SharedPrompts`); finished rows leave the batch (in bulk, see `_compaction_due`)
         instead of being computed as padding until the longest one ends; and the log-prob of
         each chosen token comes from the very distribution it was drawn from (temperature 1,
-        no top-k/top-p), no second pass.
+        no top-k/top-p), no second pass. `bar` counts each sequence as it ends.
         """
         torch = self.torch
         from transformers import DynamicCache
@@ -127,8 +126,16 @@ class TransformersBackend:
         positions = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         eos = self.tokenizer.eos_token_id
+        prompt_cache = DynamicCache(config=self.model.config)
+        for layer in prompt_cache.layers:
+            window = getattr(layer, "sliding_window", None)
+            if window is not None and encoded["input_ids"].shape[1] + max_new_tokens > window:
+                raise ValueError(
+                    f"{type(self.model).__name__} attends within windows of {window} tokens, and prompts of "
+                    f"{encoded['input_ids'].shape[1]} tokens plus max_new_tokens={max_new_tokens} exceed one: the "
+                    "transformers backend attends to whole prompts; lower generation.max_new_tokens or sample with "
+                    "generation.backend: vllm")
         with torch.inference_mode():
-            prompt_cache = DynamicCache(config=self.model.config)
             logits = self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
                                 position_ids=positions, past_key_values=prompt_cache, use_cache=True,
                                 logits_to_keep=1).logits[:, -1].repeat_interleave(n, dim=0)
@@ -141,12 +148,16 @@ class TransformersBackend:
             logprob_sums = [0.0] * len(rows)
             for step in range(max_new_tokens):
                 chosen, picked = (draw_tokens(logits, generator) if do_sample else greedy_tokens(logits))
+                ended = 0
                 for position, (row, token, logprob) in enumerate(zip(rows, chosen.tolist(), picked.tolist())):
                     if not finished[position]:
                         tokens[row].append(token)
                         logprob_sums[row] += logprob
                         finished[position] = token == eos
-                if all(finished) or step == max_new_tokens - 1:
+                        ended += token == eos
+                last = all(finished) or step == max_new_tokens - 1
+                bar.update(ended + (finished.count(False) if last else 0))  # at the last step, rows cut short
+                if last:
                     break
                 if _compaction_due(finished):
                     keep = [position for position, done in enumerate(finished) if not done]
