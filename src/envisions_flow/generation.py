@@ -177,22 +177,23 @@ class TransformersBackend:
                 for ids, total in zip(tokens, logprob_sums)]
 
 
-def reuse_freed_memory() -> bool:
+def reuse_freed_memory() -> None:
     """Have glibc keep freed memory for the next allocation instead of returning it to the system.
 
     glibc maps every allocation over 32 MiB afresh and unmaps it when freed, and a fresh page
     costs a fault when first written (~4 us each here). A decoding step at batch 320 allocates
     two such tensors (the logits and their softmax), 30,000 faults and 7% of the step. With
-    `mmap` off and trimming raised, the heap keeps those pages. A no-op (False) off glibc.
+    `mmap` off and trimming raised, the heap keeps those pages. A no-op off glibc.
     """
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
-        mmap_max, trim_threshold = -4, -1  # M_MMAP_MAX and M_TRIM_THRESHOLD in malloc.h
-        return bool(libc.mallopt(mmap_max, 0)) and bool(libc.mallopt(trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
+    except OSError:
+        return
+    mmap_max, trim_threshold = -4, -1  # M_MMAP_MAX and M_TRIM_THRESHOLD in malloc.h
+    libc.mallopt(mmap_max, 0)
+    libc.mallopt(trim_threshold, 1 << 30)
 
 
 def _compaction_due(finished: list[bool]) -> bool:
@@ -265,7 +266,7 @@ class SharedPrompts:
         prompt_scores = by_row(torch.matmul(by_prompt(query), prompt_keys.transpose(-1, -2)))
         prompt_scores.masked_fill_(self.row_padding, float("-inf"))
         own_scores = torch.matmul(query, key.transpose(-1, -2))
-        if attention_mask is not None and attention_mask.dtype == torch.bool:
+        if attention_mask is not None:  # boolean: the masks are built by `sdpa_mask`
             own_scores.masked_fill_(~attention_mask[..., -key.shape[2]:], float("-inf"))
         scores = torch.cat([prompt_scores, own_scores], dim=-1).mul_(scaling)
         probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
