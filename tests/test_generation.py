@@ -81,7 +81,7 @@ def test_drawn_tokens_follow_the_distribution_and_carry_its_log_probs():
 
     probabilities = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
     logits = probabilities.log().expand(20000, -1)
-    chosen, logprobs = draw_tokens(logits, torch.Generator().manual_seed(0))
+    chosen, logprobs = draw_tokens(logits, torch.rand(len(logits), 1, generator=torch.Generator().manual_seed(0)))
     counts = torch.bincount(chosen, minlength=5).float() / len(chosen)
     assert counts[1] == 0 and counts[4] == 0  # zero-probability tokens, the last one included, never come up
     assert torch.allclose(counts, probabilities, atol=0.015)
@@ -101,7 +101,7 @@ def test_draws_over_many_blocks_reach_every_token_with_its_probability_and_skip_
     weights[impossible] = 0
     probabilities = weights / weights.sum()
     logits = probabilities.log().expand(400_000, -1)
-    chosen, logprobs = draw_tokens(logits, torch.Generator().manual_seed(2))
+    chosen, logprobs = draw_tokens(logits, torch.rand(len(logits), 1, generator=torch.Generator().manual_seed(2)))
     counts = torch.bincount(chosen, minlength=1100).float() / len(chosen)
     assert counts[impossible].sum() == 0 and len(counts) == 1100
     assert (counts[~impossible] > 0).all()
@@ -194,3 +194,70 @@ def test_sampling_past_a_models_attention_window_is_refused_by_name(base_model, 
     assert [len(g.token_ids) for g in windowed.sample([prompt], n=2, max_new_tokens=8, seed=0)[0]] == [8, 8]
     with pytest.raises(ValueError, match="MistralForCausalLM attends within windows of 64 tokens"):
         windowed.sample([prompt], n=2, max_new_tokens=60, seed=0)
+
+
+def test_each_sequence_draws_its_own_uniforms_whoever_shares_its_batch():
+    """RowStreams: the t-th uniform of a sequence is a function of (seed, sequence, t) only."""
+    import numpy as np
+
+    from envisions_flow.generation.transformers_backend import RowStreams
+
+    everyone = RowStreams(11, range(8))
+    alone = RowStreams(11, [5])
+    for step in range(3):
+        assert everyone.uniforms(step)[5].item() == alone.uniforms(step)[0].item()
+    everyone.select_rows([1, 5, 6])  # rows leave the batch: the others keep their streams
+    assert everyone.uniforms(3)[1].item() == alone.uniforms(3)[0].item()
+    draws = RowStreams(3, range(20_000)).uniforms(0).numpy().ravel()
+    assert draws.min() >= 0 and draws.max() < 1 and abs(draws.mean() - 0.5) < 0.01 and len(np.unique(draws)) > 19_900
+    assert not np.array_equal(RowStreams(4, range(8)).uniforms(0), RowStreams(3, range(8)).uniforms(0))
+    assert not np.array_equal(RowStreams(3, range(8)).uniforms(1), RowStreams(3, range(8)).uniforms(0))
+
+
+def test_the_same_seed_gives_the_same_samples_whatever_the_batch(base_model):
+    """One prompt per batch, two, or all in one ("auto"): the same token ids, exactly.
+
+    In float64: a batch of other sizes or paddings may change the logits' rounding (here ~1e-16), and a draw
+    changes only where its uniform falls within that of a boundary of the cumulative distribution; over
+    these ~300 draws the chance is below 1e-10, so the comparison is exact without depending on the CPU.
+    """
+    import torch
+
+    from envisions_flow.generation.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(base_model, batch_size="auto", progress=False)
+    backend.model.to(torch.float64)
+    questions = QUESTIONS + ["Tom reads 12 pages a day for a week. How many pages does he read?",
+                             "A class of 28 pupils splits into teams of 4. How many teams are there?"]
+    prompts = [backend.render(MathEnvironment().explore_prompt(Task(str(i), q, ""), i % 2 == 0))
+               for i, q in enumerate(questions)]
+    samples = {}
+    for batch_size in (3, 6, "auto"):
+        backend.batch_size = batch_size
+        samples[batch_size] = backend.sample(prompts, n=3, max_new_tokens=24, seed=17)
+    assert backend.prompts_per_batch([100] * 4, 3, 24) == 4  # auto: all four prompts in one batch
+    ids = {size: [[g.token_ids for g in group] for group in groups] for size, groups in samples.items()}
+    assert ids[3] == ids[6] == ids["auto"]
+    for size in (3, 6):
+        for ours, theirs in zip(samples[size], samples["auto"]):
+            assert [g.logprob_sum for g in ours] == pytest.approx([g.logprob_sum for g in theirs], abs=1e-9)
+    other = backend.sample(prompts, n=3, max_new_tokens=24, seed=18)
+    assert [[g.token_ids for g in group] for group in other] != ids["auto"]
+
+
+def test_auto_batch_holds_every_sequence_that_fits_in_half_the_free_memory(base_model):
+    from transformers import AutoConfig
+
+    from envisions_flow.generation.transformers_backend import auto_batch
+
+    config = AutoConfig.from_pretrained(base_model)
+    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * (config.hidden_size //
+                                                                              config.num_attention_heads) * 4
+    assert per_token == 46_080  # SmolLM2-135M in float32: 46 KB of keys and values per token
+    plenty = 1 << 40
+    assert auto_batch(config, 100, 5, 128, plenty, 4, 512) == 102  # the row cap: 512 // 5 prompts
+    # 8 GiB free: half of it over (100 + 5 x 128) tokens of cache, the prefill and 5 rows of logits per prompt
+    prefill = config.num_attention_heads * 100**2 * 4 + 2 * 100 * config.intermediate_size * 4
+    per_prompt = (100 + 5 * 128) * per_token + prefill + 4 * 5 * config.vocab_size * 4
+    assert auto_batch(config, 100, 5, 128, 8 << 30, 4, 10_000) == (4 << 30) // per_prompt
+    assert auto_batch(config, 100, 5, 128, 0, 4, 512) == 1  # never less than one prompt

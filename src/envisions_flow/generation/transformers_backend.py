@@ -2,14 +2,19 @@
 
 The K samples of a prompt share its KV cache (SharedPrompts, cascade attention), the cache is
 preallocated for the whole decode, and tokens are drawn by inverting the cumulative distribution:
-benchmarks/README.md gives what each of these bought on a CPU.
+benchmarks/README.md gives what each of these bought on a CPU. By default a batch holds every
+sequence of the call that fits in memory (`auto_batch`), and each sequence draws its own stream of
+uniforms (`RowStreams`), so the batch never changes which samples a seed gives.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from envisions_flow.environments.base import Messages
 from envisions_flow.generation.base import Generation, render_chat
@@ -20,7 +25,8 @@ log = logging.getLogger(__name__)
 class TransformersBackend:
     """Batched decoding with KV cache on CPU or GPU, recording token log-probs on the fly."""
 
-    def __init__(self, model_path: str | Path, batch_size: int = 16, dtype: str = "auto", progress: bool = True):
+    def __init__(self, model_path: str | Path, batch_size: int | str = "auto", dtype: str = "auto",
+                 progress: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -54,19 +60,32 @@ class TransformersBackend:
 
         lengths = [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-        per_batch = max(1, self.batch_size // n)
+        per_batch = self.prompts_per_batch(lengths, n, max_new_tokens)
         results: list[Generation | None] = [None] * (len(prompts) * n)
         with tqdm(total=len(prompts) * n, desc=desc, unit="seq", disable=not self.progress) as bar:
-            for batch_index, start in enumerate(range(0, len(order), per_batch)):
+            for start in range(0, len(order), per_batch):
                 indices = order[start : start + per_batch]
-                generations = self._generate([prompts[i] for i in indices], n, max_new_tokens,
-                                             seed + batch_index, do_sample, bar)
+                # a sequence is known by its place in the call, never by its batch
+                streams = RowStreams(seed, [i * n + k for i in indices for k in range(n)]) if do_sample else None
+                generations = self._generate([prompts[i] for i in indices], n, max_new_tokens, streams, bar)
                 for position, prompt_index in enumerate(indices):
                     for k in range(n):
                         results[prompt_index * n + k] = generations[position * n + k]
         return results
 
-    def _generate(self, prompts: list[str], n: int, max_new_tokens: int, seed: int, do_sample: bool, bar):
+    def prompts_per_batch(self, lengths: Sequence[int], n: int, max_new_tokens: int) -> int:
+        """Prompts decoded together: `batch_size` sequences, or with "auto" every prompt of the call
+        that fits (`auto_batch`), split into batches of equal size when they do not all fit."""
+        if self.batch_size != "auto":
+            return max(1, int(self.batch_size) // n)
+        if not lengths:
+            return 1
+        fit = auto_batch(self.model.config, max(lengths), n, max_new_tokens, available_memory(self.device),
+                         next(self.model.parameters()).element_size(), AUTO_BATCH_ROWS[self.device == "cuda"])
+        batches = math.ceil(len(lengths) / fit)
+        return math.ceil(len(lengths) / batches)
+
+    def _generate(self, prompts: list[str], n: int, max_new_tokens: int, streams: RowStreams | None, bar):
         """n completions per prompt, decoded step by step with the KV cache.
 
         Written out rather than `model.generate` for what matters on a CPU: each prompt is
@@ -74,14 +93,14 @@ class TransformersBackend:
         (`SharedPrompts`); finished rows leave the batch (in bulk, see `_compaction_due`)
         instead of being computed as padding until the longest one ends; and the log-prob of
         each chosen token comes from the very distribution it was drawn from (temperature 1,
-        no top-k/top-p), no second pass. `bar` counts each sequence as it ends.
+        no top-k/top-p), no second pass. `streams` holds each row's uniforms (None: greedy).
+        `bar` counts each sequence as it ends.
         """
         torch = self.torch
         from transformers import DynamicCache
 
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         positions = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        generator = torch.Generator(device=self.device).manual_seed(seed)
         eos = self.tokenizer.eos_token_id
         prompt_cache = DynamicCache(config=self.model.config)
         for layer in prompt_cache.layers:
@@ -104,7 +123,8 @@ class TransformersBackend:
             tokens: list[list[int]] = [[] for _ in rows]
             logprob_sums = [0.0] * len(rows)
             for step in range(max_new_tokens):
-                chosen, picked = (draw_tokens(logits, generator) if do_sample else greedy_tokens(logits))
+                chosen, picked = (draw_tokens(logits, streams.uniforms(step, logits.device)) if streams is not None
+                                  else greedy_tokens(logits))
                 ended = 0
                 for position, (row, token, logprob) in enumerate(zip(rows, chosen.tolist(), picked.tolist())):
                     if not finished[position]:
@@ -121,6 +141,8 @@ class TransformersBackend:
                     index = torch.tensor(keep, device=self.device)
                     cache.batch_select_indices(index)
                     shared.select_rows(index)
+                    if streams is not None:
+                        streams.select_rows(keep)
                     rows, finished = [rows[i] for i in keep], [False] * len(keep)
                     chosen, next_position = chosen[index], next_position[index]
                 shared.layers_attended = 0
@@ -226,7 +248,8 @@ class SharedPrompts:
         if attention_mask is not None:  # boolean: the masks are built by `sdpa_mask`
             own_scores.masked_fill_(~attention_mask[..., -key.shape[2]:], float("-inf"))
         scores = torch.cat([prompt_scores, own_scores], dim=-1).mul_(scaling)
-        probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+        probabilities = torch.softmax(scores, dim=-1, dtype=torch.promote_types(value.dtype, torch.float32))
+        probabilities = probabilities.to(value.dtype)
         output = torch.matmul(probabilities[..., length:], value)
         output += by_row(torch.matmul(by_prompt(probabilities[..., :length]), prompt_values))
         self.layers_attended += 1
@@ -258,31 +281,122 @@ def use_shared_prompt_attention(model) -> None:
     model.set_attn_implementation(SHARED_PROMPT_ATTENTION)
 
 
-def draw_tokens(logits, generator, block: int = 256):
+def draw_tokens(logits, uniforms, block: int = 256):
     """One token per row drawn from softmax(logits), and its log-prob under that very distribution.
 
-    By inverting the cumulative distribution with one uniform draw per row: `torch.multinomial`
-    draws an exponential variate for every vocabulary entry (49k per row), a fifth of a CPU
-    decoding step at batch 32. The inversion runs in two levels, over sums of `block` entries
-    and then within the block drawn, because a cumulative sum over the whole vocabulary runs
-    one entry after another (5% of a step at batch 320). Searching with `right=True` for a
-    point below the block's total never lands on a zero-probability token.
+    By inverting the cumulative distribution at the row's uniform in [0, 1) (`uniforms`, shape
+    (rows, 1), from `RowStreams`): `torch.multinomial` draws an exponential variate for every
+    vocabulary entry (49k per row), a fifth of a CPU decoding step at batch 32. The inversion
+    runs in two levels, over sums of `block` entries and then within the block drawn, because
+    a cumulative sum over the whole vocabulary runs one entry after another (5% of a step at
+    batch 320). Searching with `right=True` for a point below the block's total never lands
+    on a zero-probability token. Float64 logits are drawn from in float64, others in float32.
     """
     import torch
 
-    probabilities = torch.softmax(logits.float(), dim=-1)
+    probabilities = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     rows, vocabulary = probabilities.shape
     spare = -vocabulary % block
     padded = (torch.nn.functional.pad(probabilities, (0, spare)) if spare else probabilities).view(rows, -1, block)
     block_totals = padded.sum(dim=-1)
     cumulative = block_totals.cumsum(dim=-1)
-    draws = torch.rand(rows, 1, generator=generator, device=logits.device) * cumulative[:, -1:]
+    draws = uniforms.to(device=logits.device, dtype=probabilities.dtype) * cumulative[:, -1:]
     chosen_block = torch.searchsorted(cumulative, draws, right=True).clamp_(max=cumulative.shape[1] - 1)
     within = padded.gather(1, chosen_block[:, :, None].expand(rows, 1, block)).squeeze(1).cumsum(dim=-1)
     below = cumulative.gather(1, chosen_block) - block_totals.gather(1, chosen_block)
     remainder = torch.minimum((draws - below).clamp_(min=0), within[:, -1:].nextafter(torch.zeros_like(below)))
     chosen = (chosen_block * block + torch.searchsorted(within, remainder, right=True)).squeeze(1)
     return chosen, probabilities.gather(1, chosen[:, None]).squeeze(1).log()
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser (Steele, Lea and Flood 2014): a bijection of uint64 that mixes every bit."""
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+class RowStreams:
+    """A stream of uniforms per sequence, a function of (seed, sequence, step) alone.
+
+    Counter-based (SplitMix64 of the sequence's key plus the step): the t-th number of a
+    sequence does not depend on which batch it is decoded in, beside which rows, or how many
+    rows left before it, so the same seed gives the same samples whatever `batch_size` is
+    (up to the float rounding of the logits themselves, which the batch can change:
+    tests/test_generation.py checks equality in float64). Uniforms have 24 bits, as
+    `torch.rand` gives in float32.
+    """
+
+    def __init__(self, seed: int, sequences: Sequence[int]) -> None:
+        base = _splitmix64(np.array([int(seed) % 2**64], dtype=np.uint64))
+        self.keys = _splitmix64(base + _GOLDEN * (np.asarray(sequences, dtype=np.uint64) + np.uint64(1)))
+
+    def uniforms(self, step: int, device="cpu"):
+        """The step-th uniform of each remaining row, shape (rows, 1)."""
+        import torch
+
+        bits = _splitmix64(self.keys + _GOLDEN * np.full(1, step + 1, dtype=np.uint64)) >> np.uint64(40)
+        return torch.from_numpy((bits.astype(np.float32) * np.float32(2.0**-24))[:, None]).to(device)
+
+    def select_rows(self, keep: Sequence[int]) -> None:
+        """Keep these rows' streams (the rows that stay in the batch), in this order."""
+        self.keys = self.keys[np.asarray(keep, dtype=np.int64)]
+
+
+# Most rows one "auto" batch holds. On a CPU a decoding step is bound by reading the weights up
+# to ~256 rows and by attention over the rows' caches beyond (benchmarks/README.md): more rows buy
+# little and hold more memory. A GPU keeps gaining from wider batches, up to its memory.
+AUTO_BATCH_ROWS = {False: 512, True: 4096}
+
+# Share of the memory free when sampling starts that an "auto" batch may plan to use.
+AUTO_BATCH_MEMORY_SHARE = 0.5
+
+
+def auto_batch(config, longest_prompt: int, n: int, max_new_tokens: int, free_bytes: int, element_size: int,
+               max_rows: int) -> int:
+    """How many prompts (n sequences each) to decode together: all that fit, at most `max_rows` rows.
+
+    Per prompt the memory an upper bound needs: its cache (prompt tokens) and its n samples'
+    preallocated caches (max_new_tokens each), keys and values of every layer; the prefill's
+    attention scores and MLP activations of one layer; and the n rows' logits with the copies
+    a sampling step makes (softmax, padded blocks, cumulative sums).
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    key_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    per_token = 2 * text.num_hidden_layers * key_heads * head_dim * element_size
+    cache = (longest_prompt + n * max_new_tokens) * per_token
+    prefill = (text.num_attention_heads * longest_prompt ** 2 * 4
+               + 2 * longest_prompt * getattr(text, "intermediate_size", 4 * text.hidden_size) * element_size)
+    logits = 4 * n * text.vocab_size * 4
+    fit = int(free_bytes * AUTO_BATCH_MEMORY_SHARE) // (cache + prefill + logits)
+    return max(1, min(fit, max_rows // n))
+
+
+def available_memory(device: str) -> int:
+    """Bytes this process may still allocate: the GPU's free memory, or on a CPU the least of the
+    system's available memory and what the job's cgroup (Slurm, containers) leaves."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    free = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            free.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(free)) if free else 8 << 30
 
 
 def greedy_tokens(logits):
