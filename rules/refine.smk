@@ -10,7 +10,7 @@ rule refine:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: settings(wildcards, "refine"),
+        settings=lambda wildcards: seeded(wildcards, "refine"),
         generation=config["generation"],
     script:
         "../scripts/refine.py"

@@ -24,7 +24,7 @@ rule select:
     conda:
         "../envs/cpu.yaml"
     params:
-        settings=lambda wildcards: settings(wildcards, "selection"),
+        settings=lambda wildcards: seeded(wildcards, "selection"),
         strategy=lambda wildcards: strategy(wildcards.run, "ranking", "dpo", "labels"),
     script:
         "../scripts/select.py"
@@ -42,7 +42,7 @@ rule judge:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: settings(wildcards, "self_rewarding"),
+        settings=lambda wildcards: seeded(wildcards, "self_rewarding"),
         generation=config["generation"],
     script:
         "../scripts/judge.py"

@@ -20,7 +20,7 @@ from envisions_flow.report.figures import figure
 from envisions_flow.report.tables import write_table
 from envisions_flow.stages.evaluate import web_success
 from envisions_flow.workflow import artifacts as art
-from envisions_flow.workflow.runs import run_dir
+from envisions_flow.workflow.runs import replicates_of, run_dir, run_settings, with_replicates
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,8 @@ def _analysis(domain: str, run: str) -> pd.DataFrame:
     for iteration in range(last + 1):
         trained = iteration > 0
         rows.append({"domain": domain, "run": run, "method": run, "iteration": iteration,
-                     "average_accuracy": 0.2 + 0.1 * iteration, "solved": 10 * iteration if trained else None,
+                     "average_accuracy": 0.2 + 0.1 * iteration, "average_accuracy_low": 0.15 + 0.1 * iteration,
+                     "average_accuracy_high": 0.25 + 0.1 * iteration, "solved": 10 * iteration if trained else None,
                      "newly_solved": 5 if trained else None, "exploratory_ability": 0.5 if trained else None,
                      "stability": 0.9 if trained else None,
                      "exploratory_ability_cumulative": 0.4 + 0.1 * iteration if trained else None,
@@ -97,14 +98,34 @@ def _analysis(domain: str, run: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _items(report: dict) -> pd.DataFrame:
+    """eval.parquet for an eval.json: item i of a test set is right when i < correct (the same ids in every run,
+    so two runs differ on the items between their counts)."""
+    rows = []
+    for name, entry in report["testsets"].items():
+        refined = round(100 * entry.get("accuracy_self_refined", entry["accuracy"]))
+        for i in range(entry["n"]):
+            rows.append({"testset": name, "id": f"{name}-{i}", "question": "", "answer": "", "completion": "",
+                         "program": "", "value": "", "b": int(i < entry["correct"]), "error_class": "",
+                         "refined_program": None, "refined_b": int(i < refined)})
+    return pd.DataFrame(rows)
+
+
+def _write_eval(path: Path, report: dict) -> str:
+    path.write_text(json.dumps(report))
+    art.write_table(_items(report), path.with_suffix(".parquet"), art.EVAL)
+    return str(path)
+
+
 @pytest.fixture
 def results(tmp_path: Path):
-    """eval.json (last iteration) and analysis.parquet for every configured run, as the rules would pass them."""
+    """eval.json (last iteration), its eval.parquet and analysis.parquet for every configured run, as the rules
+    would pass them."""
     evals, analyses = {}, {}
     for (domain, run) in ACCURACY:
         directory = tmp_path / run_dir(domain, run)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "eval.json").write_text(json.dumps(_eval(domain, run)))
+        _write_eval(directory / "eval.json", _eval(domain, run))
         art.write_table(_analysis(domain, run), directory / "analysis.parquet", art.ANALYSIS)
         evals[(domain, run)] = str(directory / "eval.json")
         analyses[(domain, run)] = str(directory / "analysis.parquet")
@@ -157,13 +178,19 @@ def test_table2_numbers_marks_missing_cells_and_paper_differences(tmp_path: Path
     frame, markdown = _render(tmp_path, "table2", results[0])
     # columns: math's test sets, then logic's; 'generated' is in both domains, so it is prefixed
     assert list(frame.columns) == ["method", "gsm8k", "svamp", "math/generated", "logic/generated", "ruletaker",
-                                   "Avg."]
+                                   "Avg.", "Δ vs envisions", "p"]
     assert frame.loc["held-out?", ["gsm8k", "svamp", "math/generated", "ruletaker"]].tolist() == ["✗", "✓", "✗", "✓"]
-    assert frame.loc["envisions", "gsm8k"] == "60.00"
-    assert frame.loc["envisions", "Avg."] == f"{(60 + 70 + 80 + 50 + 60) / 5:.2f}"
+    # every accuracy with its 95% interval: Wilson's for 60 of 100 (tests/test_intervals.py), a bootstrap for Avg.
+    assert frame.loc["envisions", "gsm8k"] == "60.0 [50.2, 69.1]"
+    assert frame.loc["envisions", "Avg."].startswith(f"{(60 + 70 + 80 + 50 + 60) / 5:.1f} [")
     # star is configured for math only: its logic cells are "—", and its Avg. covers its math test sets
     assert frame.loc["star", "logic/generated"] == "—" and frame.loc["star", "ruletaker"] == "—"
-    assert frame.loc["star", "Avg."] == f"{(50 + 65 + 75) / 3:.2f}"
+    assert frame.loc["star", "Avg."].startswith(f"{(50 + 65 + 75) / 3:.1f} [")
+    # each run against ENVISIONS on the same items: star is right on 20 fewer math items and on none more
+    assert frame.loc["star", "Δ vs envisions"].startswith(f"{(50 + 65 + 75) / 3 - 70:+.1f} [")
+    assert frame.loc["star", "p"] == "< 0.001"  # McNemar: 0 gained, 20 lost
+    assert frame.loc["fewshot", "Δ vs envisions"].startswith("-38.0 [")
+    assert frame.loc["envisions", "Δ vs envisions"] == "—" and frame.loc["envisions · paper", "p"] == ""
     # the paper's LLaMA2-Chat 7B row beside, in the matching columns only, and the difference
     assert frame.loc["envisions · paper", "gsm8k"] == "58.98"
     assert frame.loc["envisions · paper", "math/generated"] == "—"
@@ -187,12 +214,12 @@ def test_table3_and_table5(tmp_path: Path, results):
     frame, _ = _render(tmp_path, "table3", results[0])
     assert frame.index.tolist()[1:] == ["envisions", "envisions · paper", "envisions · Δ", "no_l2", "no_l2 · paper",
                                         "no_l2 · Δ"]
-    assert frame.loc["no_l2", "ruletaker"] == "55.00" and frame.loc["no_l2 · paper", "ruletaker"] == "57.88"
+    assert frame.loc["no_l2", "ruletaker"] == "55.0 [45.2, 64.4]" and frame.loc["no_l2 · paper", "ruletaker"] == "57.88"
     assert frame.loc["no_l2 · Δ", "ruletaker"] == "-2.88"
 
     frame, _ = _render(tmp_path, "table5", results[0])
     assert [label for label in frame.index if label.endswith(")")] == ["K=5 (envisions)", "K=10 (k10)"]
-    assert frame.loc["K=10 (k10)", "gsm8k"] == "62.00" and frame.loc["K=10 (k10) · paper", "gsm8k"] == "58.30"
+    assert frame.loc["K=10 (k10)", "gsm8k"] == "62.0 [52.2, 70.9]" and frame.loc["K=10 (k10) · paper", "gsm8k"] == "58.30"
     assert frame.loc["K=10 (k10)", "ruletaker"] == "—"  # k10 runs in math only
     assert frame.loc["K=5 (envisions) · paper", "svamp"] == "72.40"
 
@@ -206,25 +233,26 @@ def test_a_demo_like_config_shows_its_own_k_and_no_unrelated_paper_rows(tmp_path
     assert [label for label in frame.index if label.endswith(")")] == ["K=4 (envisions)", "K=10 (k10)"]
     frame, markdown = _render(tmp_path, "table2", results[0], config)
     assert frame.index.tolist()[1:] == ["envisions", "fewshot", "star"]
-    assert frame.loc["envisions", "generated"] == "80.00" and frame.loc["envisions", "Avg."] == "80.00"
+    assert frame.loc["envisions", "generated"] == "80.0 [71.1, 86.7]" == frame.loc["envisions", "Avg."]
     assert "No test set is named like one of the paper's" in markdown
 
 
 def test_table8_self_refinement(tmp_path: Path, results):
     frame, _ = _render(tmp_path, "table8", results[0])
     assert "ruletaker" not in frame.columns  # logic does not refine at test time
-    assert frame.loc["envisions", "gsm8k"] == "60.00" and frame.loc["envisions + self-refine", "gsm8k"] == "61.00"
+    assert frame.loc["envisions", "gsm8k"] == "60.0 [50.2, 69.1]"
+    assert frame.loc["envisions + self-refine", "gsm8k"] == "61.0 [51.2, 70.0]"  # from refined_b
     assert frame.loc["envisions + self-refine · paper", "gsm8k"] == "60.65"
     assert frame.loc["envisions + self-refine · Δ", "gsm8k"] == "+0.35"
     assert frame.loc["star · paper", "svamp"] == "67.50"
-    assert frame.loc["envisions + self-refine", "Avg."] == "71.00"
+    assert frame.loc["envisions + self-refine", "Avg."].startswith("71.0 [")
 
 
 def test_table9_training_recipe(tmp_path: Path, results):
     frame, _ = _render(tmp_path, "table9", results[0])
-    assert frame.loc["math", "continual"] == "50.00" and frame.loc["math", "envisions"] == "70.00"
-    assert frame.loc["math", "Δ (envisions − continual)"] == "+20.00"
-    assert frame.loc["average", "envisions"] == f"{(60 + 70 + 80 + 50 + 60) / 5:.2f}"
+    assert frame.loc["math", "continual"].startswith("50.0 [") and frame.loc["math", "envisions"].startswith("70.0 [")
+    assert frame.loc["math", "Δ (envisions − continual)"].startswith("+20.0 [")
+    assert frame.loc["average", "envisions"].startswith(f"{(60 + 70 + 80 + 50 + 60) / 5:.1f} [")
     assert frame.loc["logic", "continual · paper"] == "46.20" and frame.loc["logic", "envisions − paper"] == "-2.73"
 
 
@@ -246,9 +274,44 @@ def test_table11_without_and_with_web_runs(tmp_path: Path, results):
         path.write_text(json.dumps({"testsets": {"miniwob": testset}, "average": 0.7}))
         paths[("web", run)] = str(path)
     frame, _ = _render(tmp_path, "table11", paths, web)
-    assert frame.loc["click-button", "envisions"] == "100.00" and frame.loc["enter-text", "star"] == "—"
-    assert frame.loc["enter-text", "envisions"] == "50.00" and frame.loc["click-button", "star"] == "75.00"
+    assert frame.loc["click-button", "envisions"] == "100.0 [20.7, 100.0]" and frame.loc["enter-text", "star"] == "—"
+    assert frame.loc["enter-text", "envisions"] == "50.0 [9.5, 90.5]"  # Wilson over the task's 2 episodes
+    assert frame.loc["click-button", "star"] == "75.0 [30.1, 95.4]"
     assert frame.loc["average", "envisions"] == "75.00"
+
+
+def test_replicated_runs_show_the_mean_and_t_interval_across_seeds(tmp_path: Path):
+    """`replicates: 3` makes envisions_rep2/3 and star_rep2/3; the report shows each run once, as the mean of its
+    replicates ± the half-width of the t interval, and draws the intervals."""
+    config = with_replicates({**CONFIG, "domains": {"math": {**CONFIG["domains"]["math"], "replicates": 3}},
+                              "default_domains": ["math"], "runs": {"star": {"method": "star"}}})
+    assert replicates_of(config, "math", "star") == ["star", "star_rep2", "star_rep3"]
+    assert run_settings(config, "math", "star_rep3")["seed_offset"] == 2
+    assert run_settings(config, "math", "star_rep3")["training"]["seed"] == 2
+    assert report_runs(config, "table2") == [("math", "envisions"), ("math", "star")]  # replicates are not rows
+    accuracies = {"envisions": [0.60, 0.62, 0.64], "star": [0.50, 0.52, 0.54]}
+    entries, analyses = [], []
+    for run, values in accuracies.items():
+        for replicate, value in zip(replicates_of(config, "math", run), values):
+            report = {"testsets": {name: {"accuracy": value, "n": 100, "correct": round(100 * value)}
+                                   for name in ("gsm8k", "svamp", "generated")}, "average": value}
+            directory = tmp_path / run_dir("math", replicate)
+            directory.mkdir(parents=True)
+            entries.append(["math", run, _write_eval(directory / "eval.json", report)])
+            frame = _analysis("math", run).assign(average_accuracy=lambda f, v=value: v + 0.1 * f["iteration"])
+            art.write_table(frame, directory / "analysis.parquet", art.ANALYSIS)
+            analyses.append(["math", run, str(directory / "analysis.parquet")])
+    out = tmp_path / "report"
+    out.mkdir()
+    write_table(config, "table2", entries, out / "t.md", out / "t.csv", out / "t.tex")
+    frame = pd.read_csv(out / "t.csv", dtype=str, keep_default_na=False).set_index("run")
+    # mean 62, sd 2 over 3 seeds: 4.303 * 2 / sqrt(3) = 4.97
+    assert frame.loc["envisions", "gsm8k"] == "62.0 ± 5.0" and frame.loc["star", "Avg."] == "52.0 ± 5.0"
+    # the paired difference resamples items and replicates (a bootstrap interval); McNemar needs one evaluation each
+    assert frame.loc["star", "Δ vs envisions"].startswith("-10.0 [") and frame.loc["star", "p"] == "—"
+    assert "half-width of the 95% t interval" in (out / "t.md").read_text()
+    figure("fig_accuracy", analyses, tmp_path / "fig.png", tmp_path / "fig.svg")
+    assert ElementTree.parse(tmp_path / "fig.svg").getroot().tag.endswith("svg")
 
 
 @pytest.mark.parametrize("name", list(FIGURES))

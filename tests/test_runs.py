@@ -24,13 +24,16 @@ from envisions_flow.workflow.runs import (
     ENVISIONS,
     METHODS,
     check_runs,
+    is_replicate,
     method_strategy,
     parse_run_dir,
+    replicates_of,
     run_dir,
     run_settings,
     runs_of,
     shared_run_dir,
     training_plan,
+    with_replicates,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +105,33 @@ def test_artifacts_are_shared_only_between_runs_with_equal_settings():
     assert shared_run_dir(config, "math", "star", *refinements) == "math/star"  # STaR makes none
     assert shared_run_dir(config, "math", "star", *evaluation) == "math"
     assert shared_run_dir(config, "math", "refined_eval", *evaluation) == "math/refined_eval"
+
+
+def test_replicates_are_runs_of_their_own_that_move_every_seed():
+    config = _config({"star": {"method": "star", "domains": ["math"]}, "fewshot": {"method": "fewshot"},
+                      "k10": {"method": "envisions", "overrides": {"explore": {"k": 10}, "replicates": 2}}})
+    config["domains"]["math"]["replicates"] = 3
+    config["domains"]["math"]["training"] = {"seed": 5}
+    config["default_runs"] = ["envisions", "star", "fewshot"]
+    expanded = with_replicates(config)
+    assert config["runs"].keys() == {"star", "fewshot", "k10"}  # the config itself is left as it was
+    assert replicates_of(expanded, "math", "envisions") == ["envisions", "envisions_rep2", "envisions_rep3"]
+    assert replicates_of(expanded, "math", "k10") == ["k10", "k10_rep2"]  # a run's own count wins
+    assert replicates_of(expanded, "logic", "envisions") == ["envisions"] and "envisions_rep2" not in runs_of(
+        expanded, "logic")
+    assert replicates_of(expanded, "math", "fewshot") == ["fewshot"]  # nothing random to replicate
+    assert expanded["default_runs"] == ["envisions", "star", "fewshot", "envisions_rep2", "envisions_rep3",
+                                        "star_rep2", "star_rep3"]
+    third = run_settings(expanded, "math", "star_rep3")
+    assert third["seed_offset"] == 2 and third["training"]["seed"] == 7
+    assert third["strategy"] == run_settings(expanded, "math", "star")["strategy"] and is_replicate(expanded, "star_rep3")
+    # a replicate explores its own samples: iteration 1 is shared with equal seeds only
+    samples = (("train", "explore", "seed_offset"), ())
+    assert shared_run_dir(expanded, "math", "star_rep2", *samples) == "math/envisions_rep2"
+    assert shared_run_dir(expanded, "math", "envisions_rep2", *samples) == "math/envisions_rep2"
+    config["runs"]["ipr"] = {"method": "ipr", "domains": ["math"]}
+    with pytest.raises(ConfigError, match="agent runs .* are not replicated"):
+        with_replicates(config)
 
 
 def _pool(rows):
@@ -249,7 +279,10 @@ def _write_analysis_inputs(root, iteration: int, solved_ids: list[str], failed_i
     folder = root / f"iter{iteration}"
     folder.mkdir()
     ids = solved_ids + failed_ids
-    art.write_json({"average": 0.5}, folder / "eval.json")
+    art.write_json({"testsets": {"t": {"accuracy": 0.5, "n": 2, "correct": 1}}, "average": 0.5}, folder / "eval.json")
+    art.write_table([{"testset": "t", "id": f"t-{i}", "question": "", "answer": "", "completion": "", "program": "",
+                      "value": "", "b": i, "error_class": "", "refined_program": None, "refined_b": None}
+                     for i in (0, 1)], folder / "eval.parquet", art.EVAL)
     art.write_table([{"id": i, "sample_idx": 0, "b": int(i in solved_ids), "value": None, "error_class": "",
                       "duration_s": 0.1} for i in ids], folder / "samples.exec.parquet", art.EXECUTIONS)
     art.write_table([{"id": i, "question": "q", "answer": i.split(":")[0], "program": f"p{i}", "program_key": f"p{i}",
@@ -269,6 +302,8 @@ def test_web_exploration_metrics_count_miniwob_tasks_not_fresh_episodes(tmp_path
     analyze({"runs": {}}, domain, [first[0], second[0]], [first[1], second[1]], [first[2], second[2]],
                    [first[3], second[3]], str(out))
     row = art.read_table(out, art.ANALYSIS).set_index("iteration").loc[2]
+    # 1 of 2 test items right: Wilson's 95% interval (tests/test_intervals.py)
+    assert (row["average_accuracy_low"], row["average_accuracy_high"]) == pytest.approx((0.0945, 0.9055), abs=1e-4)
     if domain == "web":
         assert (row["solved"], row["newly_solved"]) == (2, 1)
         assert row["exploratory_ability"] == pytest.approx(1 / 2) and row["stability"] == pytest.approx(1 / 2)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from envisions_flow.workflow.runs import AGENT_METHODS, DEFAULT_RUN, method_of, run_settings, runs_of
+from envisions_flow.workflow.runs import AGENT_METHODS, DEFAULT_RUN, is_replicate, method_of, run_settings, runs_of
 
 MISSING = "—"
 
@@ -95,11 +95,13 @@ def report_runs(config: dict[str, Any], name: str) -> list[tuple[str, str]]:
     """The (domain, run) pairs a table (`table2`, ...) or the figures (`figures`) compare, in display order.
 
     Only the runs the default target builds (default_runs, when set) are reported, so
-    a demo's report does not start the paper's other runs.
+    a demo's report does not start the paper's other runs. Replicates (<run>_rep2, ...) are reported
+    with the run they replicate (the workflow's `report_entries` lists them), not as runs of their own.
     """
     default_runs = config.get("default_runs")
     return [(domain, run) for domain in report_domains(config) for run in runs_of(config, domain)
-            if (default_runs is None or run in default_runs) and _selected(config, domain, run, name)]
+            if (default_runs is None or run in default_runs) and not is_replicate(config, run)
+            and _selected(config, domain, run, name)]
 
 
 @lru_cache(maxsize=1)

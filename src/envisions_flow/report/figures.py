@@ -3,21 +3,52 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from envisions_flow.report.catalogue import FIGURES, REINFORCED, Entries
+from envisions_flow.report.intervals import replicate_interval
 from envisions_flow.workflow import artifacts as art
 
 
 def _load_analyses(entries: Entries) -> pd.DataFrame:
-    frames = []
+    """Every entry's rows; a run replicated over seeds has one entry per replicate (numbered in `replicate`)."""
+    frames, seen = [], {}
     for domain, run, path in entries:
         frame = art.read_table(path, art.ANALYSIS)
-        frames.append(frame.assign(domain=domain, run=run))  # the row's run is the report's, also where shared
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=art.ANALYSIS.names)
+        replicate = seen[(domain, run)] = seen.get((domain, run), 0) + 1
+        # the row's run is the report's, also where the file is shared or a replicate's
+        frames.append(frame.assign(domain=domain, run=run, replicate=replicate))
+    return (pd.concat(frames, ignore_index=True) if frames
+            else pd.DataFrame(columns=[*art.ANALYSIS.names, "replicate"]))
+
+
+def _with_intervals(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per iteration: the value, and its 95% interval: across replicates (mean and t interval) when the run
+    has several, else the accuracy's own (`<column>_low`, `<column>_high` in analysis.parquet), else none."""
+    out = []
+    for iteration, group in rows.groupby("iteration", sort=True):
+        if group["replicate"].nunique() > 1:
+            value, low, high = replicate_interval(group[column].astype(float).tolist())
+        else:
+            value = float(group[column].iloc[0])
+            low, high = (float(group[f"{column}_{end}"].iloc[0]) if f"{column}_{end}" in group else math.nan
+                         for end in ("low", "high"))
+        out.append({"iteration": iteration, "value": value, "low": low, "high": high})
+    return pd.DataFrame(out)
+
+
+def _last_iteration(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each run's row at its last iteration, the mean over its replicates where it has several."""
+    if frame.empty:
+        return frame
+    frame = frame[frame["iteration"] == frame.groupby("run")["iteration"].transform("max")]
+    numbers = ["stability_cumulative", "exploratory_ability_cumulative", "correct_unique"]
+    means = frame.groupby("run", sort=False)[numbers].agg(lambda values: values.astype(float).mean())
+    return means.join(frame.groupby("run", sort=False)["method"].first()).reset_index()
 
 
 def _style(method: str) -> dict[str, Any]:
@@ -35,15 +66,21 @@ def _panels(domains: Sequence[str]):
 
 
 def _lines(ax, frame: pd.DataFrame, column: str, scale: float = 1.0) -> None:
+    """One line per run, with its 95% intervals as error bars (and a band for the few-shot reference)."""
     for run, rows in frame.groupby("run", sort=False):
-        rows = rows.dropna(subset=[column]).sort_values("iteration")
+        rows = rows.dropna(subset=[column])
         if rows.empty:
             continue
         method = rows["method"].iloc[0]
-        if len(rows) == 1 and rows["iteration"].iloc[0] == 0:  # few-shot: the base model, a reference line
-            ax.axhline(rows[column].iloc[0] * scale, color="grey", linestyle=":", label=run)
+        points = _with_intervals(rows, column)
+        errors = [(points["value"] - points["low"]) * scale, (points["high"] - points["value"]) * scale]
+        if len(points) == 1 and points["iteration"].iloc[0] == 0:  # few-shot: the base model, a reference line
+            ax.axhline(points["value"].iloc[0] * scale, color="grey", linestyle=":", label=run)
+            if not points[["low", "high"]].isna().any(axis=None):
+                ax.axhspan(points["low"].iloc[0] * scale, points["high"].iloc[0] * scale, color="grey", alpha=0.12)
         else:
-            ax.plot(rows["iteration"], rows[column] * scale, label=run, **_style(method))
+            ax.errorbar(points["iteration"], points["value"] * scale, yerr=[e.fillna(0) for e in errors], label=run,
+                        capsize=3, **_style(method))
 
 
 def figure(name: str, entries: Entries, png: str | Path, svg: str | Path) -> None:
@@ -72,8 +109,7 @@ def figure(name: str, entries: Entries, png: str | Path, svg: str | Path) -> Non
             ax.set_xlabel("iteration")
             ax.set_ylabel("Δlog p (a⁺ − a⁻, per token)")
         elif name in ("fig_ea_stb", "fig_unique"):
-            last = frame.dropna(subset=["exploratory_ability_cumulative"]).sort_values("iteration")
-            last = last.groupby("run", sort=False).tail(1)
+            last = _last_iteration(frame.dropna(subset=["exploratory_ability_cumulative"]))
             if name == "fig_ea_stb":
                 for _, row in last.iterrows():
                     ax.scatter(row["stability_cumulative"], row["exploratory_ability_cumulative"], label=row["run"],

@@ -12,6 +12,8 @@ import pandas as pd
 
 from envisions_flow.environments.web import parse_episode_id
 from envisions_flow.methods.analysis import correct_unique, exploration_metrics, log_prob_margins
+from envisions_flow.report.accuracy import RunAccuracy, paired_difference
+from envisions_flow.report.intervals import format_p
 from envisions_flow.stages.common import environment_for, iteration_of
 from envisions_flow.workflow import artifacts as art
 from envisions_flow.workflow.runs import method_of, parse_run_dir
@@ -53,9 +55,12 @@ def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_pa
     rows = []
     for path in eval_paths:
         iteration = iteration_of(path)
+        accuracy = RunAccuracy.load([path])
+        average = accuracy.average(list(accuracy.reports[0]["testsets"]))
         row: dict[str, Any] = {"domain": domain, "run": run_name, "method": method_of(config, run_name),
                                "iteration": iteration,
                                "average_accuracy": json.loads(Path(path).read_text())["average"],
+                               "average_accuracy_low": average.low, "average_accuracy_high": average.high,
                                "solved": None, "newly_solved": None, "exploratory_ability": None,
                                "stability": None, "exploratory_ability_cumulative": None,
                                "stability_cumulative": None, "delta_logp": None, "correct_unique": None}
@@ -71,20 +76,31 @@ def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_pa
 
 
 def summarize(eval_paths: Sequence[str], pool_paths: Sequence[str], out_md: str) -> None:
-    """A Markdown table of accuracy per iteration, with the pool's growth beside it."""
+    """A Markdown table of accuracy per iteration with 95% intervals, the pool's growth beside it, and the
+    last iteration's gain over the base model (iteration 0) on the same test items."""
     pools = {}
     for path in pool_paths:
         pool = art.read_table(path, art.POOL)
         pools[iteration_of(path)] = (len(pool), int((pool["b"] == 1).sum()))
-    evals = [json.loads(Path(path).read_text()) for path in eval_paths]
-    names = list(evals[0]["testsets"]) if evals else []
+    evaluations = {iteration_of(path): RunAccuracy.load([path]) for path in eval_paths}
+    names = list(next(iter(evaluations.values())).reports[0]["testsets"]) if evaluations else []
     lines = ["| iteration | " + " | ".join(names) + " | average | pool size | pool positives |",
              "|---" * (len(names) + 4) + "|"]
-    for path, entry in sorted(zip(eval_paths, evals), key=lambda pair: iteration_of(pair[0])):
-        entry = {**entry, "iteration": iteration_of(path)}
-        size, positives = pools.get(entry["iteration"], ("—", "—"))
-        cells = [f"{100 * entry['testsets'][name]['accuracy']:.1f}" for name in names]
-        lines.append(f"| {entry['iteration']} | " + " | ".join(cells) + f" | {100 * entry['average']:.1f} | "
+    for iteration, accuracy in sorted(evaluations.items()):
+        size, positives = pools.get(iteration, ("—", "—"))
+        cells = [accuracy.testset(name).cell() for name in names]
+        lines.append(f"| {iteration} | " + " | ".join(cells) + f" | {accuracy.average(names).cell()} | "
                      f"{size} | {positives} |")
+    lines += ["", "Accuracy in %, [95% interval]: Wilson's over a test set's items; for the average, a bootstrap "
+                  "over items resampled within each test set."]
+    last = max(evaluations, default=0)
+    if last > 0 and 0 in evaluations:
+        gain = paired_difference([(evaluations[last], evaluations[0], names)])
+        verdict = ("outside the noise: its interval excludes 0" if gain.low > 0 or gain.high < 0
+                   else "within the noise: its interval holds 0")
+        p = format_p(gain.p)
+        lines.append(f"Iteration {last} vs the base model (iteration 0, few-shot), on the same items: "
+                     f"{gain.cell(signed=True)} points (paired bootstrap), McNemar p {p if p[0] == '<' else '= ' + p}; "
+                     f"{verdict}.")
     art.write_text("\n".join(lines) + "\n", out_md)
     log.info("%s:\n%s", out_md, "\n".join(lines))

@@ -16,6 +16,7 @@ from envisions_flow.environments.base import Environment, Task
 from envisions_flow.environments.registry import make_environment
 from envisions_flow.generation.base import Generation, load_backend
 from envisions_flow.workflow.config import dataset_spec
+from envisions_flow.workflow.extras import require
 from envisions_flow.workflow.runs import parse_run_dir, run_settings
 
 log = logging.getLogger("envisions_flow")
@@ -36,6 +37,8 @@ def run_settings_for(config: dict[str, Any], run: str) -> dict[str, Any]:
 def environment_for(config: dict[str, Any], run: str, dataset: str = "train") -> Environment:
     """The run's environment, set up for one dataset (answer type, world assumption)."""
     domain = parse_run_dir(run)[0]
+    if domain == "web":
+        require("web", "the web domain (MiniWob++ in Chromium)")
     return make_environment(domain, run_settings_for(config, run), dataset_spec(config, domain, dataset))
 
 
@@ -49,12 +52,16 @@ def backend_for(config: dict[str, Any], model_dir: str | Path):
     if generation["backend"] == "vllm":
         # set keys only: the schema gives them no defaults (finished runs keep their params), VLLMBackend has its own
         options = {key: generation[key] for key in VLLM_OPTIONS if generation.get(key) is not None}
-    return load_backend(generation["backend"], model_dir, batch_size=int(generation["batch_size"]),
+    batch_size = generation.get("batch_size", "auto")
+    return load_backend(generation["backend"], model_dir, batch_size=batch_size if batch_size == "auto" else int(batch_size),
                         dtype=generation["dtype"], **options)
 
 
-def stage_seed(config: dict[str, Any], iteration: int, stage: int) -> int:
-    return int(config["generation"]["seed"]) * 1_000_003 + iteration * 101 + stage
+def stage_seed(config: dict[str, Any], iteration: int, stage: int, run: str | None = None) -> int:
+    """The seed of one stage of one iteration: from `generation.seed` plus the run's `seed_offset`
+    (a replicate's), so replicates of a run draw their own samples and rankings."""
+    offset = int(run_settings_for(config, run).get("seed_offset", 0)) if run else 0
+    return (int(config["generation"]["seed"]) + offset) * 1_000_003 + iteration * 101 + stage
 
 
 def shard_size_of(config: dict[str, Any]) -> int:

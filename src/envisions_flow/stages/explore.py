@@ -38,7 +38,7 @@ def explore(config: dict[str, Any], run: str, iteration: int, tasks_path: str, m
     else:
         backend, model = backend_for(config, model_dir), files_signature(model_dir)
     k, max_new_tokens = int(settings["explore"]["k"]), int(settings["explore"]["max_new_tokens"])
-    seed = stage_seed(config, iteration, 1)
+    seed = stage_seed(config, iteration, 1, run)
 
     def work(shard: Sequence[Task], index: int) -> list[dict[str, Any]]:
         conversations = [environment.explore_prompt(task, few_shot) for task in shard]

@@ -32,7 +32,7 @@ def refine(config: dict[str, Any], run: str, iteration: int, samples_path: str, 
     environment = environment_for(config, run)
     backend = backend_for(config, model_dir)
     max_new_tokens = int(settings["refine"]["max_new_tokens"])
-    seed = stage_seed(config, iteration, 2)
+    seed = stage_seed(config, iteration, 2, run)
 
     def work(shard: Sequence[Any], index: int) -> list[dict[str, Any]]:
         tasks = [Task(row.id, row.question, row.answer) for row in shard]

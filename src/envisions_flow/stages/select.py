@@ -45,7 +45,7 @@ def judge(config: dict[str, Any], run: str, iteration: int, samples_path: str, m
     samples = art.read_table(samples_path, art.GENERATIONS)
     started = time.monotonic()
     scores = score_all(backend_for(config, model_dir), task_list(samples), list(samples["program"]),
-                       int(options["judge_samples"]), int(options["judge_max_new_tokens"]), stage_seed(config, iteration, 4))
+                       int(options["judge_samples"]), int(options["judge_max_new_tokens"]), stage_seed(config, iteration, 4, run))
     rows = [{"id": row.id, "sample_idx": row.sample_idx, "score": score, "judgment": text}
             for row, (score, text) in zip(samples.itertuples(), scores)]
     art.write_table(rows, out, art.JUDGMENTS)
@@ -63,7 +63,7 @@ def select(config: dict[str, Any], run: str, iteration: int, pool_path: str, out
     settings = run_settings_for(config, run)
     selection, strategy = settings["selection"], settings["strategy"]
     pool = art.read_table(pool_path, art.POOL)
-    seed = stage_seed(config, iteration, 3)
+    seed = stage_seed(config, iteration, 3, run)
     n1, n2 = int(selection["n1"]), int(selection["n2"])
     u1, u2 = select_training_sets(pool, n1, n2, selection["u1_rule"], strategy["ranking"], seed)
     if strategy["labels"] == "judge":

@@ -137,6 +137,9 @@ ANALYSIS = pa.schema(
         ("method", pa.string()),
         ("iteration", pa.int32()),
         ("average_accuracy", pa.float64()),
+        # its 95% interval: Wilson's for one test set, a bootstrap over items for several (report/intervals.py)
+        ("average_accuracy_low", pa.float64()),
+        ("average_accuracy_high", pa.float64()),
         ("solved", pa.int32()),
         ("newly_solved", pa.int32()),
         ("exploratory_ability", pa.float64()),

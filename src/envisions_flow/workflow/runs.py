@@ -151,6 +151,11 @@ def run_settings(config: dict[str, Any], domain: str, run: str) -> dict[str, Any
     if run not in (config.get("runs") or {}):
         raise ConfigError(f"runs.{run}: run is not configured")
     spec = config["runs"][run]
+    if "replicate_of" in spec:  # the run it replicates, every seed moved on by (replicate - 1)
+        original = run_settings(config, domain, spec["replicate_of"])
+        shift = int(spec["replicate"]) - 1
+        return deep_merge(original, {"seed_offset": int(original.get("seed_offset", 0)) + shift,
+                                     "training": {"seed": int((original.get("training") or {}).get("seed", 0)) + shift}})
     preset = deep_merge({**settings, "strategy": method_strategy(spec["method"])},
                         METHOD_SETTINGS.get(spec["method"], {}))
     return deep_merge(preset, spec.get("overrides") or {})
@@ -207,6 +212,64 @@ def _check_agent_run(config: dict[str, Any], name: str, domain: str, settings: d
     elif source["run"] not in runs_of(config, domain) or is_agent_run(config, source["run"]):
         raise ConfigError(f"runs.{name}.overrides.agent_source.run: {source['run']!r} is not a whole-program run of "
                           f"domain {domain}")
+
+
+def replicate_name(run: str, index: int) -> str:
+    """The run that is replicate `index` (2, 3, ...) of `run`; replicate 1 is the run itself."""
+    return f"{run}_rep{index}"
+
+
+def with_replicates(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with each replicate of a run as a run of its own, so rule all, the report and the cost
+    estimate see them: a run whose `replicates` is N in a domain gets the runs <run>_rep2 .. <run>_repN
+    there, each the run itself with `seed_offset` and `training.seed` moved on by j - 1 (run_settings).
+
+    Runs without iterations (few-shot: a greedy evaluation of a fixed model) are deterministic and
+    are not replicated; agent runs (IPR, mixtures) are refused.
+    """
+    added: dict[str, dict[str, Any]] = {}
+    for domain in config["domains"]:
+        for run in runs_of(config, domain):
+            settings = run_settings(config, domain, run)
+            count = int(settings.get("replicates", 1))
+            if count <= 1 or int(settings["iterations"]) == 0:
+                continue
+            if is_agent_run(config, run):
+                raise ConfigError(f"runs.{run}.overrides.replicates: agent runs ({', '.join(AGENT_METHODS)}) "
+                                  "are not replicated; set replicates: 1 for them")
+            for index in range(2, count + 1):
+                spec = added.setdefault(replicate_name(run, index), {
+                    "method": method_of(config, run), "replicate_of": run, "replicate": index, "domains": []})
+                spec["domains"].append(domain)
+    if not added:
+        return config
+    expanded = {**config, "runs": {**(config.get("runs") or {}), **added}}
+    if config.get("default_runs") is not None:
+        expanded["default_runs"] = [*config["default_runs"],
+                                    *(name for name, spec in added.items() if spec["replicate_of"] in config["default_runs"])]
+    return expanded
+
+
+def is_replicate(config: dict[str, Any], run: str) -> bool:
+    """A run added by `with_replicates` (its results are reported with the run it replicates)."""
+    return "replicate_of" in ((config.get("runs") or {}).get(run) or {})
+
+
+def replicates_of(config: dict[str, Any], domain: str, run: str) -> list[str]:
+    """The run and its replicates in a domain, in replicate order."""
+    extra = [(int(spec["replicate"]), name) for name, spec in (config.get("runs") or {}).items()
+             if spec.get("replicate_of") == run and domain in spec["domains"]]
+    return [run, *(name for _, name in sorted(extra))]
+
+
+def kept_iterations(settings: dict[str, Any]) -> set[int]:
+    """Iterations whose checkpoint outlives the jobs that read it: the last, and those in keep_checkpoints
+    ("all": every one); the others are removed once consumed (rules/train.smk)."""
+    keep = settings.get("keep_checkpoints") or []
+    last = int(settings["iterations"])
+    if last == 0:
+        return set()
+    return set(range(1, last + 1)) if keep == "all" else {last, *(int(i) for i in keep if int(i) <= last)}
 
 
 def first_policy(settings: dict[str, Any]) -> str | None:
