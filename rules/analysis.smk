@@ -9,6 +9,7 @@ rule margins:
     conda:
         "../envs/model.yaml"
     threads: 2
+    priority: 1
     script:
         "../scripts/margins.py"
 

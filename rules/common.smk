@@ -21,17 +21,22 @@ from envisions_flow.workflow.runs import (
     method_of,
     pipeline_run_dirs,
     first_policy,
+    kept_iterations,
     parse_run_dir,
+    replicates_of,
     run_dir,
     run_settings,
     runs_of,
     shared_run_dir,
+    with_replicates,
 )
 
 try:
     check(config)
     with open(workflow.source_path("../config/schema.yaml")) as schema_file:
         check_runs(config, yaml.safe_load(schema_file))
+    # each replicate of a run becomes a run of its own (<run>_rep2, ...), in place: scripts read this config
+    config.update(with_replicates(config))
 except ConfigError as error:
     raise WorkflowError(f"invalid configuration: {error}")
 
@@ -90,11 +95,17 @@ def strategy(run, *keys):
 # What an artifact depends on beyond the base model, for sharing it between runs:
 # iteration 1 samples and refinements, and the base model's evaluation (iteration 0).
 SHARED = {
-    "samples": (("train", "explore", "teacher"), ("explorer",)),
-    "samples.exec": (("train", "explore", "teacher", "execution"), ("explorer",)),
-    "refinements": (("train", "explore", "teacher", "refine"), ("refine", "explorer")),
+    "samples": (("train", "explore", "teacher", "seed_offset"), ("explorer",)),
+    "samples.exec": (
+        ("train", "explore", "teacher", "execution", "seed_offset"),
+        ("explorer",),
+    ),
+    "refinements": (
+        ("train", "explore", "teacher", "refine", "seed_offset"),
+        ("refine", "explorer"),
+    ),
     "refinements.exec": (
-        ("train", "explore", "teacher", "refine", "execution"),
+        ("train", "explore", "teacher", "refine", "execution", "seed_offset"),
         ("refine", "explorer"),
     ),
     "eval": (("testsets", "eval", "execution"), ()),
@@ -126,14 +137,34 @@ def train_data(wildcards):
     return f"results/{domain}/data/{name}.parquet"
 
 
+def seeded(wildcards, *keys):
+    """`settings(wildcards, *keys)`, with the run's seed_offset where it has one (replicates): a changed
+    offset re-runs the rule, and runs without one keep the params their results were made with."""
+    block = settings(wildcards, *keys)
+    offset = settings_of(wildcards.run).get("seed_offset", 0)
+    return {**block, "seed_offset": offset} if offset else block
+
+
 def explore_params(wildcards):
     """Explore settings, and the teacher's for runs whose samples come from a teacher endpoint."""
     teacher = strategy(wildcards.run)["explorer"] == "teacher"
-    return settings(wildcards, "explore", *(["teacher"] if teacher else []))
+    return seeded(wildcards, "explore", *(["teacher"] if teacher else []))
 
 
 def checkpoint_dir(run, iteration):
     return f"results/{run}/iter{iteration}/checkpoint"
+
+
+def checkpoint_runs(kept):
+    """A pattern for the {run} of `results/{run}/iter{iteration}/checkpoint` that matches only where that
+    checkpoint is kept (`kept`), or only where it is removed once the jobs reading it are done: a
+    lookahead on the iteration that follows, as a rule cannot mark some of its outputs temp()."""
+    alternatives = []
+    for path in RUN_DIRS:
+        numbers = "|".join(str(i) for i in sorted(kept_iterations(settings_of(path)))) or "(?!)"
+        ahead = f"(?=/iter(?:{numbers})/checkpoint$)" if kept else f"(?!/iter(?:{numbers})/checkpoint$)"
+        alternatives.append(re.escape(path) + ahead)
+    return "|".join(alternatives)
 
 
 def first_model(run):
@@ -219,6 +250,8 @@ def run_results(wildcards):
     )
     return {
         "evals": [artifact(run, i, "eval", "json") for i in range(last + 1)],
+        # per-item predictions beside each eval.json: the intervals are computed from them
+        "eval_items": [artifact(run, i, "eval") for i in range(last + 1)],
         "executions": [
             artifact(run, i, stage) for i in range(1, last + 1) for stage in stages
         ],
@@ -385,14 +418,19 @@ def report_entries(name, kind="eval"):
                 for i in range(iterations(directory) + 1)
             ]
             continue
-        if kind == "eval":
-            path = artifact(directory, iterations(directory), "eval", "json")
-        else:
-            path = f"results/{directory}/analysis.parquet"
-        entries.append([domain, run, path])
+        for replicate in replicates_of(config, domain, run):  # one entry per replicate
+            directory = run_dir(domain, replicate)
+            if kind == "eval":
+                path = artifact(directory, iterations(directory), "eval", "json")
+            else:
+                path = f"results/{directory}/analysis.parquet"
+            entries.append([domain, run, path])
     return entries
 
 
 def report_inputs(name, kind="eval"):
-    """The files `report_entries` names, each once: exactly what the table or figure reads."""
-    return sorted({entry[-1] for entry in report_entries(name, kind)})
+    """The files `report_entries` names, each once, and the per-item eval.parquet beside each eval.json:
+    exactly what the table or figure reads."""
+    paths = {entry[-1] for entry in report_entries(name, kind)}
+    items = {path.removesuffix(".json") + ".parquet" for path in paths} if kind == "eval" else set()
+    return sorted(paths | items)

@@ -10,6 +10,8 @@ rule evaluate:
     conda:
         "../envs/model.yaml"
     threads: 2
+    # before the next iteration's sampling, which it could wait behind: the checkpoint is then removed sooner
+    priority: 1
     params:
         settings=lambda wildcards: settings(wildcards, "eval", "execution"),
         testsets=lambda wildcards: testset_names(parse_run_dir(wildcards.run)[0]),

@@ -1,3 +1,7 @@
+# The checkpoints a run keeps (its last iteration's, and those listed in keep_checkpoints) come from
+# `train`; every other one from `train_transient`, the same rule with a temp() output, which Snakemake
+# removes once the jobs that read it (the next iteration's sampling and training, this iteration's
+# evaluation and margins) have run. A removed checkpoint is made again only if one of them must re-run.
 rule train:
     input:
         init=init_model,
@@ -5,6 +9,8 @@ rule train:
         u2="results/{run}/iter{iteration}/u2.parquet",
     output:
         directory("results/{run}/iter{iteration}/checkpoint"),
+    wildcard_constraints:
+        run=checkpoint_runs(kept=True),
     log:
         "results/logs/{run}/iter{iteration}/train.log",
     conda:
@@ -15,6 +21,13 @@ rule train:
         strategy=lambda wildcards: strategy(wildcards.run, "sft", "l2", "dpo", "init"),
     script:
         "../scripts/train.py"
+
+
+use rule train as train_transient with:
+    output:
+        temp(directory("results/{run}/iter{iteration}/checkpoint")),
+    wildcard_constraints:
+        run=checkpoint_runs(kept=False),
 
 
 rule warmup:

@@ -124,3 +124,31 @@ def test_cli_prints_a_table_and_labels_upper_bounds(tmp_path: Path, capsys):
     assert f"= {total:,.1f} GPU hours" in out and "upper bound" in out
 
     assert gh.main(["--base-config", str(ROOT / "config" / "config.yaml"), "--size", "oops"]) == 2
+
+
+def test_disk_per_run_counts_the_checkpoints_kept_and_held_at_once(tmp_path: Path, capsys):
+    from envisions_flow.workflow.disk import TEXT_BYTES_PER_TOKEN, run_disk
+
+    config = small_config(tmp_path)
+    rows = {row.run: row for row in gh._summary(gh.estimate(config, domains=["math"]))}
+    checkpoint = 270_000_000
+    # 2 iterations: the last checkpoint stays; while iteration 2 trains, iteration 1's is still read
+    envisions = run_disk(config, "math", "envisions", rows["envisions"].sampling, checkpoint)
+    assert (envisions.checkpoints_at_end, envisions.checkpoints_at_most) == (1, 2)
+    text = rows["envisions"].sampling * TEXT_BYTES_PER_TOKEN
+    assert envisions.at_end() == checkpoint + text and envisions.at_most() == 2 * checkpoint + text
+    fewshot = run_disk(config, "math", "fewshot", rows["fewshot"].sampling, checkpoint)
+    assert (fewshot.checkpoints_at_end, fewshot.checkpoints_at_most) == (0, 0)
+    ten = gh.deep_merge(config, {"domains": {"math": {"iterations": 10, "keep_checkpoints": [3, 5]}}})
+    kept = run_disk(ten, "math", "envisions", 0, checkpoint)
+    assert (kept.checkpoints_at_end, kept.checkpoints_at_most) == (3, 5)  # 3, 5 and 10; and two more at once
+    assert run_disk(gh.deep_merge(ten, {"domains": {"math": {"keep_checkpoints": "all"}}}), "math", "envisions", 0,
+                    checkpoint).checkpoints_at_end == 10
+
+    overlay = tmp_path / "small.yaml"
+    code = gh.main(["--base-config", str(ROOT / "config" / "config.yaml"), "--configfile", str(overlay),
+                    "--domain", "math", "--run", "envisions", "--parameters", "135000000"])
+    out = capsys.readouterr().out
+    assert code == 0 and "0.27 GB per checkpoint" in out and "disk at most ≤" in out
+    # the default model is a GGUF file, stored as float16: 2 bytes per parameter
+    assert "the base model 0.27 GB" in out

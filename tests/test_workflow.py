@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -338,6 +339,51 @@ def test_sigkill_in_every_stage_then_resume_gives_the_artifacts_of_an_uninterrup
     assert not list((killed / "results").rglob("*.shards")) and not list((killed / "results").rglob("*.partial"))
 
 
+def test_only_the_checkpoints_no_stage_will_read_again_are_temporary(tmp_path: Path):
+    """The last iteration's checkpoint and those in keep_checkpoints come from `train`, the others from
+    `train_transient`, whose temp() output Snakemake removes after its last consumer."""
+    workdir = workflow_copy(tmp_path / "wf")
+    planned = {}
+    for name, keep in (("default", {}), ("keep_1", {"keep_checkpoints": [1]}), ("all", {"keep_checkpoints": "all"})):
+        config = merged({"domains": {"math": {"iterations": 3, **keep}}})
+        dry_run = snakemake(workdir, "-n", "results/math/summary.md", config=config)
+        output = dry_run.stdout + dry_run.stderr
+        rules = re.findall(r"rule (train\w*):\n    input: .*\n    output: results/math/iter(\d)/checkpoint\n", output)
+        planned[name] = {int(iteration): "transient" if rule == "train_transient" else "kept" for rule, iteration in rules}
+    assert planned["default"] == {1: "transient", 2: "transient", 3: "kept"}
+    assert planned["keep_1"] == {1: "kept", 2: "transient", 3: "kept"}
+    assert planned["all"] == {1: "kept", 2: "kept", 3: "kept"}
+
+
+@pytest.mark.slow
+def test_a_checkpoint_is_removed_after_its_last_consumer_and_the_run_still_resumes(tmp_path: Path, base_model: Path):
+    workdir = workflow_copy(tmp_path / "wf")
+    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    config = merged({"domains": {"math": {"iterations": 2}}})
+    results = workdir / "results" / "math"
+    # The run stops after iteration 2's sampling: a file stands where its refinement keeps its shards.
+    blocker = results / "iter2" / "refinements.parquet.shards"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("")
+    stopped = snakemake(workdir, "results/math/summary.md", config=config, check=False)
+    assert stopped.returncode != 0 and (results / "iter2" / "samples.parquet").is_file()
+    assert (results / "iter1" / "eval.json").is_file() and (results / "iter1" / "margins.parquet").is_file()
+    # iteration 2's refinement has yet to read it: the checkpoint stays
+    assert (results / "iter1" / "checkpoint" / "model.safetensors").is_file()
+
+    blocker.unlink()
+    resumed = snakemake(workdir, "results/math/summary.md", config=config)
+    output = resumed.stdout + resumed.stderr
+    assert "Removing temporary output results/math/iter1/checkpoint" in output
+    assert "train_transient:" not in output  # iteration 1 was not trained again
+    assert not (results / "iter1" / "checkpoint").exists()
+    assert (results / "iter2" / "checkpoint" / "model.safetensors").is_file()  # the last one is kept
+    assert (results / "summary.md").is_file() and (results / "analysis.parquet").is_file()
+    # finished: the removed checkpoint is not wanted back
+    again = snakemake(workdir, "-n", "results/math/summary.md", config=config)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
 @pytest.mark.slow
 def test_logic_domain_runs_through_selection(tmp_path: Path, base_model: Path):
     workdir = workflow_copy(tmp_path / "wf")
@@ -370,7 +416,8 @@ def test_logic_domain_runs_through_selection(tmp_path: Path, base_model: Path):
 def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, base_model: Path, teacher_server):
     workdir = workflow_copy(tmp_path / "wf")
     shutil.copytree(base_model, workdir / "results" / "models" / "base")
-    config = merged({"domains": {"math": {"iterations": 2}}})
+    # iteration 1's checkpoints are kept (they would be removed once read) to check what they were trained from
+    config = merged({"domains": {"math": {"iterations": 2, "keep_checkpoints": [1]}}})
     teacher = {"base_url": teacher_server["base_url"], "model": teacher_server["model"]}
     warmup = tmp_path / "warmup.jsonl"
     warmup.write_text('{"prompt": "Say hi.", "completion": "Hi!"}\n{"prompt": "2 + 2?", "completion": "4"}\n')

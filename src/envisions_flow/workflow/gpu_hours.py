@@ -30,7 +30,7 @@ from typing import Any
 
 from envisions_flow.datasets.loaders import MINIWOB_TASKS
 from envisions_flow.workflow.config import ConfigError, dataset_spec, domain_settings
-from envisions_flow.workflow.runs import deep_merge, run_settings, runs_of, training_plan
+from envisions_flow.workflow.runs import deep_merge, run_settings, runs_of, training_plan, with_replicates
 
 # Throughput per GPU assumed when none is given: rough figures for a 7B model in bfloat16 on one
 # A100/H100-class GPU; measure your own and pass them.
@@ -47,7 +47,7 @@ def load_config(paths: list[str | Path]) -> dict[str, Any]:
     for path in paths:
         with open(path) as handle:
             config = deep_merge(config, yaml.safe_load(handle) or {})
-    return config
+    return with_replicates(config)  # each replicate counted as the run it is
 
 
 def dataset_size(config: dict[str, Any], domain: str, name: str, sizes: dict[str, int],
@@ -211,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scoring-tokens-per-s", type=float, default=SCORING_TOKENS_PER_S,
                         help="tokens per second per GPU of a forward pass alone, for margins (default: "
                              "%(default)s, three times the training default)")
+    parser.add_argument("--parameters", type=float,
+                        help="parameters of the model, for the disk estimate (default: counted from the converted "
+                             "base model under --results, or from model.path when it is on this machine)")
+    parser.add_argument("--checkpoint-bytes-per-parameter", type=float, default=2,
+                        help="bytes per parameter of a saved checkpoint (default: %(default)s, bfloat16 as trained "
+                             "on GPUs; 4 for float32, as on CPUs)")
     parser.add_argument("--domain", action="append", help="only this domain (may be repeated)")
     parser.add_argument("--run", action="append", help="only this run, e.g. envisions or star (may be repeated)")
     parser.add_argument("--summary", action="store_true", help="one line per run instead of one per iteration")
@@ -249,11 +255,38 @@ def main(argv: list[str] | None = None) -> int:
           "Tokens are upper bounds: every sequence at its token limit, U1 and U2 at their largest. Every run is "
           "counted with its own iteration-1 samples and iteration-0 evaluation, which runs with equal settings "
           "share, so the real total is lower.")
+    _print_disk(config, rows, args)
     unknown = sorted({name for row in rows for name in row.unknown})
     if unknown:
         print(f"Not counted (size unknown until the data is prepared): {', '.join(unknown)}; "
               "give them with --size DOMAIN.DATASET=ROWS.")
     return 0
+
+
+def _print_disk(config: dict[str, Any], rows: list[Row], args: argparse.Namespace) -> None:
+    """Disk per run (workflow/disk.py): checkpoints left at the end and the most held at once, with sampled text."""
+    from tabulate import tabulate
+
+    from envisions_flow.workflow.disk import gigabytes, parameter_count, run_disk
+
+    parameters = int(args.parameters) if args.parameters else parameter_count(config, Path(args.results))
+    checkpoint = int(parameters * args.checkpoint_bytes_per_parameter) if parameters else None
+    runs = _summary(rows)
+    disks = [run_disk(config, row.domain, row.run, row.sampling, checkpoint) for row in runs]
+    table = [[disk.domain, disk.run, disk.checkpoints_at_end, gigabytes(disk.at_end()), disk.checkpoints_at_most,
+              gigabytes(disk.at_most())] for disk in disks]
+    print("\n" + tabulate(table, headers=["domain", "run", "checkpoints kept", "disk at the end ≤",
+                                           "checkpoints at once ≤", "disk at most ≤"],
+                           tablefmt="github", disable_numparse=True))
+    if checkpoint is None:
+        print("Disk: the model's size is unknown until it is converted (results/models/base) or on this machine; "
+              "give it with --parameters.")
+        return
+    base = parameters * (2 if config["model"].get("gguf_file") else args.checkpoint_bytes_per_parameter)
+    at_end = base + sum(disk.at_end() or 0 for disk in disks)
+    print(f"Disk: {parameters / 1e6:,.0f}M parameters, {gigabytes(checkpoint)} per checkpoint at "
+          f"{args.checkpoint_bytes_per_parameter:g} bytes per parameter; the base model {gigabytes(int(base))}; "
+          f"all runs at the end ≤ {gigabytes(int(at_end))} (runs hold their peaks at different times).")
 
 
 def _summary(rows: list[Row]) -> list[Row]:

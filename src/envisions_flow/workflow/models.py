@@ -35,11 +35,28 @@ def resolve_source(spec: dict[str, Any]) -> tuple[str, str | None]:
     return location, gguf_file
 
 
+def storage_dtype(state_dict: dict[str, Any]):
+    """The precision a de-quantised GGUF model is stored in: float16 when every weight fits its range, else
+    bfloat16.
+
+    A Q4_1 / Q8_0 weight is a small integer times a float16 scale (plus a float16 minimum), so it has
+    at most ~16 significant bits and lies within float16's range; float16 keeps 11, rounding each
+    weight by at most 2^-11 of itself, far below the step between two quantised values (the scale).
+    float32 would double the disk for bits the source never had.
+    """
+    import torch
+
+    largest = max((float(tensor.abs().max()) for tensor in state_dict.values() if tensor.is_floating_point()
+                   and tensor.numel()), default=0.0)
+    return torch.float16 if largest < torch.finfo(torch.float16).max else torch.bfloat16
+
+
 def convert_base_model(spec: dict[str, Any], out_dir: str | Path) -> None:
     """Write the base model as safetensors + tokenizer to `out_dir` (atomically, via a sibling temp dir).
 
-    A model loaded from GGUF refuses `save_pretrained`, so it is re-created
-    from its config and given the de-quantised state dict.
+    A Hugging Face checkpoint keeps its own precision (`dtype="auto"`: bfloat16 for most 7B models). A model
+    loaded from GGUF refuses `save_pretrained`, so it is re-created from its config and given the
+    de-quantised state dict, stored in `storage_dtype`. Every stage loads it in the dtype it computes in.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -47,10 +64,14 @@ def convert_base_model(spec: dict[str, Any], out_dir: str | Path) -> None:
     location, gguf_file = resolve_source(spec)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-    loaded = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
-    config = AutoConfig.from_pretrained(location, **kwargs)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
+    if gguf_file:
+        state = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs).state_dict()
+        config = AutoConfig.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_config(config, dtype=storage_dtype(state))
+        model.load_state_dict(state)
+        del state
+    else:
+        model = AutoModelForCausalLM.from_pretrained(location, dtype="auto")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
