@@ -363,6 +363,9 @@ def miniwob_episodes(spec: dict[str, Any], key: str) -> list[tuple[str, int]]:
     episodes (the authors' seed = id + 50 * iteration) and iteration 1 equals the static set.
     """
     from envisions_flow.environments.web import miniwob_html_dir
+    from envisions_flow.workflow.extras import require
+
+    require("web", f"{key}: MiniWob++ episodes (the web domain)")
 
     names = spec.get("tasks", MINIWOB_TASKS)
     if not names:

@@ -35,6 +35,9 @@ class OpenAIChatBackend:
                  cache_dir: str | Path = "results/teacher_cache", concurrency: int = 4, progress: bool = True):
         import os
 
+        from envisions_flow.workflow.extras import require
+
+        require("teacher", "a teacher endpoint (teacher.*)")
         from openai import OpenAI
 
         self.base_url, self.model = base_url, model

@@ -203,6 +203,9 @@ class Embedder:
         missing = {key: text for key, text in zip(keys, texts) if key not in self._cache}
         if missing:
             if self._model is None:
+                from envisions_flow.workflow.extras import require
+
+                require("agents", "sentence embeddings (mixture runs)")
                 from sentence_transformers import SentenceTransformer
 
                 self._model = SentenceTransformer(resolve_embedding_model(self.model_name), device="cpu")

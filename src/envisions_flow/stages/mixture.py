@@ -138,6 +138,9 @@ def mixture_train(config: dict[str, Any], run: str, iteration: int, init_model: 
     from envisions_flow.methods.mixture import balanced_steps, step_conversation
     from envisions_flow.training.examples import trajectory_example
     from envisions_flow.training.trainers import load_tokenizer, train_trajectories
+    from envisions_flow.workflow.extras import require
+
+    require("agents", "LoRA fine-tuning (mixture runs)")
 
     settings = run_settings_for(config, run)
     environment = step_environment(config, run)
