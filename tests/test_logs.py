@@ -1,0 +1,44 @@
+"""Rule logs end with the job's wall and CPU seconds; `stage_times` sums them per rule."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from envisions_flow.workflow.logs import main, rule_job, stage_times
+
+
+def test_a_job_logs_its_time_and_the_breakdown_sums_them_per_rule(tmp_path: Path, capsys):
+    logs = tmp_path / "logs"
+    (logs / "math" / "iter1").mkdir(parents=True)
+    job = SimpleNamespace(threads=1, log=[str(logs / "math" / "iter1" / "explore.log")], rule="explore")
+    with rule_job(job):
+        deadline = time.process_time() + 0.2
+        while time.process_time() < deadline:  # 0.2 s of CPU
+            pass
+    logging.shutdown()
+    line = (logs / "math" / "iter1" / "explore.log").read_text().splitlines()[-1]
+    assert "rule explore finished in" in line
+    (logs / "math" / "iter2").mkdir()
+    (logs / "math" / "iter2" / "explore.log").write_text("x: rule explore finished in 10.0 s, 15.5 s of CPU\n")
+    (logs / "math" / "iter2" / "train.log").write_text("x: rule train_transient finished in 3.0 s, 5.0 s of CPU\n")
+    (logs / "math" / "iter2" / "refine.log").write_text("x: rule refine failed\n")  # unfinished jobs count nothing
+    times = stage_times(logs)
+    assert set(times) == {"explore", "train_transient"} and times["explore"]["jobs"] == 2
+    assert times["explore"]["wall_s"] >= 10.0 and times["explore"]["cpu_s"] >= 15.5 + 0.2
+    assert times["train_transient"] == {"jobs": 1, "wall_s": 3.0, "cpu_s": 5.0}
+    assert main([str(logs)]) == 0
+    assert "| train_transient |" in capsys.readouterr().out
+
+
+def test_a_failing_job_logs_its_traceback_and_no_time(tmp_path: Path):
+    log = tmp_path / "train.log"
+    with pytest.raises(RuntimeError), rule_job(SimpleNamespace(threads=1, log=[str(log)], rule="train")):
+        raise RuntimeError("boom")
+    logging.shutdown()
+    text = log.read_text()
+    assert "rule train failed" in text and "boom" in text and "finished in" not in text
