@@ -217,9 +217,11 @@ def test_each_sequence_draws_its_own_uniforms_whoever_shares_its_batch():
 def test_the_same_seed_gives_the_same_samples_whatever_the_batch(base_model):
     """One prompt per batch, two, or all in one ("auto"): the same token ids, exactly.
 
-    In float64: a batch of other sizes or paddings may change the logits' rounding (here ~1e-16), and a draw
-    changes only where its uniform falls within that of a boundary of the cumulative distribution; over
-    these ~300 draws the chance is below 1e-10, so the comparison is exact without depending on the CPU.
+    A batch of another size or padding changes the float rounding of the logits, and a draw changes where
+    its uniform falls within that change of a boundary of the cumulative distribution: in float32 about
+    one draw in 500 here. The model runs in float64 (its RMS norms still round to float32: logits then
+    move by ~1e-7 of themselves, log-probs by ~1e-7), so over these ~300 draws a change has a chance
+    below 1e-4 on any CPU, and the token ids are compared exactly.
     """
     import torch
 
@@ -240,7 +242,7 @@ def test_the_same_seed_gives_the_same_samples_whatever_the_batch(base_model):
     assert ids[3] == ids[6] == ids["auto"]
     for size in (3, 6):
         for ours, theirs in zip(samples[size], samples["auto"]):
-            assert [g.logprob_sum for g in ours] == pytest.approx([g.logprob_sum for g in theirs], abs=1e-9)
+            assert [g.logprob_sum for g in ours] == pytest.approx([g.logprob_sum for g in theirs], abs=1e-5)
     other = backend.sample(prompts, n=3, max_new_tokens=24, seed=18)
     assert [[g.token_ids for g in group] for group in other] != ids["auto"]
 

@@ -324,10 +324,11 @@ class RowStreams:
 
     Counter-based (SplitMix64 of the sequence's key plus the step): the t-th number of a
     sequence does not depend on which batch it is decoded in, beside which rows, or how many
-    rows left before it, so the same seed gives the same samples whatever `batch_size` is
-    (up to the float rounding of the logits themselves, which the batch can change:
-    tests/test_generation.py checks equality in float64). Uniforms have 24 bits, as
-    `torch.rand` gives in float32.
+    rows left before it, so the same seed gives the same samples whatever `batch_size` is,
+    up to the float rounding of the logits themselves, which the batch's size and padding
+    change: in float32 a draw lands on another token about once in 500 (where its uniform
+    falls within ~1e-5 of a boundary of the cumulative distribution); tests/test_generation.py
+    checks equality in float64. Uniforms have 24 bits, as `torch.rand` gives in float32.
     """
 
     def __init__(self, seed: int, sequences: Sequence[int]) -> None:
