@@ -10,9 +10,11 @@ from envisions_flow.workflow.config import (
     check,
     dataset_spec,
     domain_settings,
+    drop_removed_testsets,
     train_dataset,
 )
 from envisions_flow.methods.mixture import mixture_parts
+from envisions_flow.workflow.memory_plan import check as memory_plan_check, rule_resources
 from envisions_flow.report.catalogue import report_runs
 from envisions_flow.workflow.runs import (
     agent_run_dirs,
@@ -28,6 +30,7 @@ from envisions_flow.workflow.runs import (
     shared_run_dir,
 )
 
+drop_removed_testsets(config)
 try:
     check(config)
     with open(workflow.source_path("../config/schema.yaml")) as schema_file:
@@ -396,3 +399,24 @@ def report_entries(name, kind="eval"):
 def report_inputs(name, kind="eval"):
     """The files `report_entries` names, each once: exactly what the table or figure reads."""
     return sorted({entry[-1] for entry in report_entries(name, kind)})
+
+
+def check_memory_plan():
+    """Once every rule is defined: stop before any job when a GPU rule cannot fit what its job gets."""
+    if not workflow.is_main_process:
+        return
+    resources = {
+        rule.name: rule_resources(
+            {
+                name: getattr(value, "value", value)
+                for name, value in rule.resources.items()
+                if not getattr(value, "is_evaluable", lambda: callable(value))()
+            },
+            config,
+        )
+        for rule in workflow.rules
+    }
+    try:
+        memory_plan_check(config, resources)
+    except ConfigError as error:
+        raise WorkflowError(f"memory plan: {error}")

@@ -120,9 +120,9 @@ def test_a_preallocated_cache_gives_the_logits_of_a_dynamic_one_even_past_its_ca
     logits = []
     for cache in (DynamicCache(config=backend.model.config), preallocated_cache(backend.model.config, ids.shape[1] + 1)):
         with torch.inference_mode():
-            rows = [backend.model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]]
+            rows = [backend.model(input_ids=ids, **{backend.cache_keyword: cache}, use_cache=True).logits[:, -1]]
             for token in steps:  # the third step is past the planned capacity
-                rows.append(backend.model(input_ids=token[None], past_key_values=cache, use_cache=True).logits[:, -1])
+                rows.append(backend.model(input_ids=token[None], **{backend.cache_keyword: cache}, use_cache=True).logits[:, -1])
         logits.append(torch.cat(rows))
     assert {type(layer).__name__ for layer in cache.layers} == {"PreallocatedLayer"}
     assert torch.allclose(logits[0], logits[1], atol=1e-4)

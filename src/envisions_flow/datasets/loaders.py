@@ -31,6 +31,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "math": {"kind": "hub", "id": "HuggingFaceH4/MATH-500", "split": "test",
              "fields": {"question": "problem", "answer": "answer", "id": "unique_id"},
              "answer_format": "raw", "answer_type": answers.SYMBOLIC},
+    # the whole MATH (7,500 train, 5,000 test problems), for training on it as the paper did
+    "math_full": {"kind": "hub", "id": "DigitalLearningGmbH/MATH-lighteval", "split": "train",
+                  "fields": {"question": "problem", "answer": "solution"}, "answer_format": "boxed",
+                  "answer_type": answers.SYMBOLIC},
     "gsm_hard": {"kind": "hub", "id": "reasoning-machines/gsm-hard", "split": "train",
                  "fields": {"question": "input", "answer": "target"}, "answer_format": "raw"},
     "svamp": {"kind": "hub", "id": "ChilleD/SVAMP", "split": "test",
@@ -53,6 +57,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "miniwob": {"kind": "miniwob"},
 }
 
+# What a data set made of parts keeps of its own keys: how its answers are judged and reported.
+PARTS_KEYS = ("parts", "name", "answer_type", "closed_world", "held_in", "limit")
+
 # The 44 MiniWob++ tasks of the ENVISIONS paper (Table 11): the default task list of `kind: miniwob`.
 MINIWOB_TASKS = [
     "choose-date", "choose-list", "click-button", "click-button-sequence", "click-checkboxes",
@@ -67,7 +74,13 @@ MINIWOB_TASKS = [
 
 
 def with_preset(spec: dict[str, Any]) -> dict[str, Any]:
-    """A dataset spec with its preset's defaults filled in."""
+    """A dataset spec with its preset's defaults filled in.
+
+    A spec with `parts` is made of its parts alone: keys a merged base config left beside them (its
+    `kind`, `n`, ...) are dropped.
+    """
+    if spec.get("parts"):
+        return {key: value for key, value in spec.items() if key in PARTS_KEYS}
     preset = spec.get("preset")
     if preset is None:
         return dict(spec)
@@ -220,8 +233,26 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) 
     return out
 
 
+def part_specs(spec: dict[str, Any], key: str) -> list[tuple[dict[str, Any], str]]:
+    """(spec, config key) of each part of a data set made of several (`parts`), each named after its preset."""
+    named = []
+    for index, part in enumerate(spec["parts"]):
+        name = part.get("name") or part.get("preset") or f"part{index}"
+        named.append(({**part, "name": name}, f"{key}.parts.{index}"))
+    if len({part["name"] for part, _ in named}) < len(named):
+        raise DataError(f"{key}.parts: two parts share a name; give each a `name` (their ids start with it)")
+    return named
+
+
 def load_tasks(spec: dict[str, Any], key: str, domain: str = "math") -> pd.DataFrame:
-    """Rows (id, question, answer, source) for one configured dataset."""
+    """Rows (id, question, answer, source) for one configured dataset (`parts`: the rows of each, in order)."""
+    if spec.get("parts"):
+        rows = pd.concat([load_tasks(part, part_key, domain) for part, part_key in part_specs(spec, key)],
+                         ignore_index=True)
+        duplicated = rows["id"][rows["id"].duplicated()].unique().tolist()
+        if duplicated:
+            raise DataError(f"{key}.parts: the parts share ids {duplicated[:5]}")
+        return rows
     spec = with_preset(spec)
     kind = spec.get("kind")
     if kind == "generated":
@@ -242,6 +273,10 @@ def load_tasks(spec: dict[str, Any], key: str, domain: str = "math") -> pd.DataF
 
 def check_source(spec: dict[str, Any], key: str) -> None:
     """Cheap start-up check of a dataset spec: file exists, is readable, has the mapped fields, is not empty."""
+    if spec.get("parts"):
+        for part, part_key in part_specs(spec, key):
+            check_source(part, part_key)
+        return
     spec = with_preset(spec)
     if spec.get("fresh_seeds") and spec.get("kind") != "miniwob":
         raise DataError(f"{key}.fresh_seeds: only miniwob data draws fresh episodes per iteration")

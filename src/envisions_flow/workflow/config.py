@@ -68,6 +68,13 @@ def dataset_spec(config: dict[str, Any], domain: str, name: str) -> dict[str, An
     return {"name": name, **with_preset(spec)}
 
 
+def drop_removed_testsets(config: dict[str, Any]) -> None:
+    """Remove the test sets an overlay config sets to null: a merge over config/config.yaml cannot delete a key."""
+    for settings in (config.get("domains") or {}).values():
+        if settings.get("testsets"):
+            settings["testsets"] = {name: spec for name, spec in settings["testsets"].items() if spec is not None}
+
+
 def check(config: dict[str, Any]) -> None:
     """Raise ConfigError naming the first key whose target is missing or malformed."""
     try:
