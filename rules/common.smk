@@ -406,15 +406,15 @@ def check_memory_plan():
     if not workflow.is_main_process:
         return
     resources = {
-        rule.name: rule_resources(
+        defined.name: rule_resources(
             {
                 name: getattr(value, "value", value)
-                for name, value in rule.resources.items()
+                for name, value in defined.resources.items()
                 if not getattr(value, "is_evaluable", lambda: callable(value))()
             },
             config,
         )
-        for rule in workflow.rules
+        for defined in workflow.rules
     }
     try:
         memory_plan_check(config, resources)

@@ -205,3 +205,31 @@ def test_gpu_rules_on_cpus_keep_their_old_resources(monkeypatch):
     profile = _rendered(monkeypatch, ENVISIONS_SLURM_GPUS="0", ENVISIONS_SLURM_GPU_MEM_MB="3000")
     train = profile["set-resources"]["train"]
     assert "gpu" not in train and "gpu_vram_mb" not in train and train["mem_mb"] == 3000
+
+
+@pytest.mark.slow
+def test_the_paper_config_dry_runs_through_the_slurm_profile_and_a_rule_that_cannot_fit_stops_it(tmp_path):
+    """`snakemake --profile profiles/slurm -n` on config/paper.yaml without its data or model: every GPU job on one
+    node with 8 GPUs; with ZeRO and checkpointing off, the start-up check stops the run before any job, naming train."""
+    import os
+    import re
+    import subprocess
+
+    from test_workflow import SNAKEMAKE, workflow_copy
+
+    work = workflow_copy(tmp_path / "wf")
+    env = {**os.environ, "ENVISIONS_SLURM_GPUS": "8", "ENVISIONS_SLURM_GPU_VRAM_GB": "80"}
+    command = [*SNAKEMAKE, "--profile", "profiles/slurm", "-n", "--configfile", "config/paper.yaml"]
+    done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", done.stdout, re.MULTILINE)
+    gpu_jobs = [(rule, resources) for rule, resources in jobs if rule in GPU_RULES]
+    assert {rule for rule, _ in gpu_jobs} >= {"explore", "refine", "evaluate", "train", "margins", "judge",
+                                              "agent_evaluate", "ipr_train", "mixture_train"}
+    for rule, resources in gpu_jobs:
+        assert "gpu=8" in resources and "nodes=1" in resources and "gpu_vram_mb=85899" in resources, rule
+    (work / "misfit.yaml").write_text(yaml.safe_dump(
+        {"domains": {"math": {"training": {"deepspeed_config": None, "gradient_checkpointing": False}}}}))
+    done = subprocess.run([*command, "misfit.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode != 0
+    assert re.search(r"memory plan: rule train \(math, run \w+\) cannot fit", done.stdout + done.stderr)

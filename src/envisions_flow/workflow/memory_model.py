@@ -188,7 +188,7 @@ def training_estimate(shape: ModelShape, setup: TrainingSetup, world: int, nodes
         if world > 1:
             parts["DDP buckets"] = 4 * P
     else:
-        optimizer = (12 if mixed else 8) * P // world  # fp32 master (mixed) + two moments, partitioned
+        optimizer = 12 * P // world  # ZeRO's fp32 copy (kept in fp32 training too) and two moments, partitioned
         if setup.offload_optimizer:
             host_extra += optimizer * (world // nodes)
         else:
