@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envisions_flow.datasets.loaders import MINIWOB_TASKS, with_preset
+from envisions_flow.datasets.loaders import with_preset
+from envisions_flow.datasets.miniwob import MINIWOB_TASKS
 from envisions_flow.workflow.config import ConfigError, dataset_spec, domain_settings, drop_removed_testsets
 from envisions_flow.workflow.runs import deep_merge, run_settings, runs_of, training_plan
 
