@@ -233,3 +233,31 @@ def test_the_paper_config_dry_runs_through_the_slurm_profile_and_a_rule_that_can
     done = subprocess.run([*command, "misfit.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode != 0
     assert re.search(r"memory plan: rule train \(math, run \w+\) cannot fit", done.stdout + done.stderr)
+
+
+def test_sampling_by_hand_with_each_backend():
+    from envisions_flow.workflow.memory_model import VLLM_RUNTIME, sampling_estimate, vllm_estimate
+
+    shape = ModelShape.from_config(LLAMA2_7B)
+    P, kv_per_token = shape.parameters, 2 * 32 * 32 * 128 * 2  # keys and values of 32 layers in bf16: 512 KiB
+    # transformers backend, explore: 32 rows = 6 prompts x K=5 (30 rows), each prompt's cache once (a prompt as long
+    # as the context leaves: 4096 - 2200), every sample's 2200 new tokens preallocated
+    explore = sampling_estimate(shape, 32, 5, 2200, 2)
+    assert explore.parts["weights"] == 2 * P
+    assert explore.parts["KV cache"] == (6 * 1896 + 30 * 2200) * kv_per_token
+    assert explore.device < 0.8 * H100
+    # vLLM over 8 GPUs: an eighth of the weights and one 4096-token sequence's cache on each
+    vllm = vllm_estimate(shape, 8, 0.9, 4096)
+    assert vllm.device == 2 * P // 8 + 4096 * kv_per_token // 8 + VLLM_RUNTIME + CUDA_RUNTIME
+    assert vllm.fits(H100, None) and vllm.budget == 0.9
+
+
+def test_a_sampler_that_cannot_fit_is_told_the_batch_that_does(monkeypatch, tmp_path):
+    """The transformers backend preallocates every row's new tokens: 32 rows of a 7B at the logic domain's 3,500 new
+    tokens (and the refine pass's 4,096) do not fit 80 GB."""
+    _slurm(monkeypatch)
+    config = _paper_config()
+    config["generation"] = {**config["generation"], "backend": "transformers", "batch_size": 32}
+    with pytest.raises(ConfigError, match=r"rule \w+ \(\w+, run \w+\) cannot fit: .* with transformers, batch 32, "
+                                          r".*; change generation.batch_size \(\d+ fits\)"):
+        check(config, profile_resources(ROOT / "profiles" / "slurm", config), tmp_path)
