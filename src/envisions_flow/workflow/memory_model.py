@@ -18,8 +18,8 @@ Qwen2, SmolLM2; mixtures of experts count every expert's weights). What is count
   it is given (`gpu_memory_utilization`);
 - scoring (margins): 16-bit weights and one forward pass over a sequence of the model's context.
 
-A prompt is taken to be as long as the model's context leaves beside `max_new_tokens` (an upper
-bound: real prompts are shorter). A rule fits when its estimate is at most `FIT_FRACTION` of a
+A prompt is taken to be as long as the model's context leaves beside `max_new_tokens`, at most
+`PROMPT_TOKENS` (an upper bound for the few-shot, refine and MiniWob prompts; real ones are shorter). A rule fits when its estimate is at most `FIT_FRACTION` of a
 GPU's memory (the rest is the CUDA context, allocator fragmentation and the estimate's own error).
 """
 
@@ -39,6 +39,8 @@ PROCESS_HOST = 3 * GIB
 # vLLM beside weights and KV cache: the profiling pass's activations and CUDA graphs
 VLLM_RUNTIME = 3 * GIB
 VLLM_WORKER_HOST = 4 * GIB
+# the longest prompt the sampling estimates assume, where the model's context would allow more
+PROMPT_TOKENS = 4096
 # ZeRO-3 gathers the layer it computes and prefetches the next one
 ZERO3_LIVE_LAYERS = 2
 
@@ -231,12 +233,15 @@ def sampling_estimate(shape: ModelShape, batch_size: int, n: int, max_new_tokens
     """
     prompts = max(1, batch_size // n)
     rows = prompts * n
-    prompt = max(0, shape.context - max_new_tokens) if prompt_tokens is None else prompt_tokens
+    if prompt_tokens is None:
+        prompt_tokens = min(PROMPT_TOKENS, max(0, shape.context - max_new_tokens))
+    prompt = prompt_tokens
     parts = {"weights": models * shape.parameters * dtype_bytes,
              "KV cache": (prompts * prompt + rows * max_new_tokens) * shape.kv_bytes_per_token(dtype_bytes),
-             # one layer's prefill over the prompts (hidden states, MLP values, attention scores) and the sampling step
+             # one layer's prefill over the prompts (hidden states, MLP values; on a CPU, SDPA's masked attention
+             # also holds the scores) and the sampling step
              "prefill": prompts * prompt * (4 * shape.hidden + 3 * shape.intermediate) * dtype_bytes
-                        + prompts * shape.heads * prompt * prompt * dtype_bytes,
+                        + (0 if on_gpu else prompts * shape.heads * prompt * prompt * dtype_bytes),
              "sampling step": rows * shape.vocab * 4 * 4}
     if on_gpu:
         parts["CUDA runtime"] = CUDA_RUNTIME
