@@ -33,14 +33,14 @@ def _cpu_backend(self, cpu=False, sagemaker_dp=False, backend=None):
     return chosen, kind
 
 
-def _recording_save(trainer, out_dir):
+def _recording_save(trainer, out_dir, lora_base=None):
     parameters = list(trainer.model.parameters())
     record = {"zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage,
               "world_size": torch.distributed.get_world_size(),
               "local_numel": sum(p.ds_tensor.numel() for p in parameters if hasattr(p, "ds_tensor")),
               "full_numel": sum(p.ds_numel for p in parameters if hasattr(p, "ds_numel"))}
     Path(os.environ["ZERO3_RECORD_DIR"], f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))
-    return _save(trainer, out_dir)
+    return _save(trainer, out_dir, lora_base)
 
 
 def _copying_merge(base_model, adapter_dir, out_dir, dtype):

@@ -229,9 +229,9 @@ def test_lora_under_zero3_on_cpu_merges_the_gathered_adapter(base_model, tmp_pat
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from my_environments.counter import CounterEnvironment
     from test_mixture import step_conversation, trajectory
 
-    from envisions_flow.environments.counter import CounterEnvironment
     from envisions_flow.training.examples import trajectory_example
 
     environment, tokenizer = CounterEnvironment(), AutoTokenizer.from_pretrained(base_model)

@@ -95,10 +95,14 @@ def merge_adapter(base_model: str | Path, adapter_dir: Path, out_dir: Path, dtyp
 
     Merging in the trained model is not possible in general: under ZeRO-3 each rank holds a
     slice of every weight, and under QLoRA the base is 4-bit. The adapter the trainer saved
-    (gathered, under ZeRO-3) is merged into a fresh copy of the base instead.
+    (gathered, under ZeRO-3) is merged into a fresh copy of the base instead, loaded whole:
+    ZeRO-3's partitioning while loading, which needs every rank, is switched off (training is over).
     """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
 
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(str(out_dir))
