@@ -11,8 +11,7 @@ $(STAMP): pyproject.toml
 	test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged || \
 		(apt-get update && apt-get install -y slurm-wlm munge)
 	# the sandbox's seccomp filter is compiled by libseccomp (pyseccomp loads libseccomp.so.2)
-	test -e /lib/x86_64-linux-gnu/libseccomp.so.2 -o -e /usr/lib/x86_64-linux-gnu/libseccomp.so.2 || \
-		ldconfig -p | grep -q libseccomp.so.2 || (apt-get update && apt-get install -y libseccomp2)
+	ldconfig -p | grep -q libseccomp.so.2 || (apt-get update && apt-get install -y libseccomp2)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch; a bare `torch` would pull a multi-GB CUDA build

@@ -3,6 +3,7 @@ import re
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from envisions_flow.artifacts import ArtifactError, check_results
 from envisions_flow.config import (
@@ -14,6 +15,7 @@ from envisions_flow.config import (
 )
 from envisions_flow.mixture import mixture_parts
 from envisions_flow.report import report_runs
+from envisions_flow.sandbox import SandboxUnavailable, check_sandboxes
 from envisions_flow.runs import (
     agent_run_dirs,
     all_run_dirs,
@@ -40,6 +42,12 @@ if workflow.is_main_process:  # once per invocation, not again inside each clust
         check_results("results")
     except ArtifactError as error:
         raise WorkflowError(f"damaged result of an earlier run: {error}")
+    try:  # a kernel without a layer of the sandbox stops the run here, before any job
+        sandbox_layers = check_sandboxes(config["domains"])
+    except SandboxUnavailable as error:
+        raise WorkflowError(f"sandbox: {error}")
+    if sandbox_layers:
+        logger.info(sandbox_layers)
 
 DOMAINS = list(config["domains"])
 DEFAULT_DOMAINS = config.get("default_domains", DOMAINS)

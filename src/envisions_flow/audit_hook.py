@@ -89,10 +89,14 @@ def install(sandbox_dir: str, read_roots: tuple[str, ...], write_files: tuple[st
             if not inside(path, writable if writing else readable):
                 refuse(f"{'writing' if writing else 'reading'} {path!r}")
         elif event == "import":
-            if text(args[0]).split(".")[0] in blocked_modules:
-                refuse(f"import {args[0]}")
-            if (tuple(args[2]), tuple(map(id, args[3])), tuple(map(id, args[4]))) != import_path:
-                refuse(f"import {args[0]} after changing the import path")
+            name, filename, path = args[0], args[1], args[2]
+            if text(name).split(".")[0] in blocked_modules:
+                refuse(f"import {name}")
+            if path is None:  # an extension module's native code is being loaded from `filename`
+                if filename is not None and not inside(filename, read_roots):
+                    refuse(f"loading native code from {filename!r}")
+            elif (tuple(path), tuple(map(id, args[3])), tuple(map(id, args[4]))) != import_path:
+                refuse(f"import {name} after changing the import path")
         elif event in path_events:
             paths, dir_fds = path_events[event]
             for position in dir_fds:

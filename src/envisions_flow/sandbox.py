@@ -266,16 +266,17 @@ class SandboxPool:
                     bar.update()
                     yield Outcome(*fields)
 
-    def call(self, function: str, chunks: Sequence[list[list]], limits: Limits) -> Iterator[Outcome]:
+    def call(self, function: str, chunks: Sequence[list[list]], limits: Limits) -> Iterator[tuple[list | None, str]]:
         """Call a preloaded `function` ("module:name") on each chunk of argument lists, one confined child per chunk.
 
-        Yields one Outcome per chunk, in order; its value is [[result, seconds], ...] when the chunk finished.
+        Yields ([[result, seconds], ...], "") per chunk in order, or (None, why) for a chunk that did not finish.
         """
         request_limits = asdict(limits)
         futures = [self._threads.submit(self._request, {"function": function, "calls": chunk, "limits": request_limits})
                    for chunk in chunks]
         for future in futures:
-            yield Outcome(*future.result())
+            results, error_class, error, _ = future.result()
+            yield results, f"{error_class}: {error}" if error_class else ""
 
 
 def run_many(programs: Iterable[tuple[str, str]], limits: Limits, workers: int, progress: bool = False,

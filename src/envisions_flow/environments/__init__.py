@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..answers import NUMERIC
-from ..sandbox import Limits
+from ..sandbox import Confinement, Limits
 from .base import Environment, Execution, Task
 from .logic import LogicEnvironment
 from .math import MathEnvironment
@@ -19,10 +19,12 @@ def make_environment(domain: str, settings: dict[str, Any], dataset: dict[str, A
     execution = settings["execution"]
     limits = Limits(timeout_s=float(execution["timeout_s"]), memory_mb=int(execution["memory_mb"]))
     common = {"limits": limits, "workers": int(execution["workers"]), "progress": progress}
+    confinement = Confinement(mode=execution.get("sandbox", "strict"), key=f"domains.{domain}.execution.sandbox")
     if domain == "math":
-        return MathEnvironment(answer_type=dataset.get("answer_type", NUMERIC), **common)
+        return MathEnvironment(answer_type=dataset.get("answer_type", NUMERIC), confinement=confinement, **common)
     if domain == "logic":
-        return LogicEnvironment(closed_world=bool(dataset.get("closed_world", False)), **common)
+        return LogicEnvironment(closed_world=bool(dataset.get("closed_world", False)), confinement=confinement,
+                                **common)
     if domain == "web":
         return WebEnvironment(reward_threshold=float(execution.get("reward_threshold", 0.8)),
                               max_actions=int(execution.get("max_actions", 50)),

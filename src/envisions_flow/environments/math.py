@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .. import answers
-from ..sandbox import Limits, run_many
+from ..sandbox import Confinement, Limits, run_many
 from .base import CORRECT, NO_ANSWER, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
 
 INSTRUCTION = (
@@ -58,6 +58,7 @@ class MathEnvironment:
     limits: Limits = field(default_factory=Limits)
     workers: int = 2
     progress: bool = False
+    confinement: Confinement = field(default_factory=Confinement)
     domain: str = "math"
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
@@ -84,7 +85,7 @@ class MathEnvironment:
         runnable = [i for i, program in enumerate(programs) if program.strip()]
         outcomes = dict(
             zip(runnable, run_many([(programs[i], "solution()") for i in runnable], self.limits, self.workers,
-                                   progress=self.progress))
+                                   progress=self.progress, confinement=self.confinement))
         )
         results: list[Execution] = []
         for index, task in enumerate(tasks):
