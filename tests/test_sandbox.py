@@ -13,6 +13,7 @@ from envisions_flow.sandbox import (FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT,
                                     run_many, run_program)
 
 LIMITS = Limits(timeout_s=2.0, memory_mb=1024)
+pytestmark = pytest.mark.usefixtures("require_sandbox_layers")
 
 
 def solution(body: str, imports: str = "") -> str:
@@ -150,3 +151,52 @@ def test_a_worker_killed_from_outside_is_reported_not_hidden() -> None:
         pool._workers[0].process.kill()
         with pytest.raises(SandboxWorkerError, match="died"):
             list(pool.map([(solution("return 2"), "solution()")]))
+
+
+# A kernel without Landlock and without unprivileged namespaces, made by a seccomp filter on this process
+# and everything it starts: landlock_create_ruleset answers ENOSYS (as before Linux 5.13), unshare EPERM.
+OLD_KERNEL = """
+import errno, os, sys
+import pyseccomp as seccomp
+rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "landlock_create_ruleset")
+rules.add_rule(seccomp.ERRNO(errno.EPERM), "unshare")
+rules.load()
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+CHECK = "from envisions_flow.sandbox import check_sandboxes; print(check_sandboxes({'math': {'execution': {'sandbox': %r}}}))"
+
+
+def test_a_kernel_without_a_layer_stops_a_strict_run_before_any_job(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    wrapper = tmp_path / "old_kernel.py"
+    wrapper.write_text(OLD_KERNEL)
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "src"), "HOME": str(tmp_path)}
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(wrapper), *arguments], capture_output=True, text=True, cwd=ROOT,
+                              env=environment, timeout=600)
+
+    strict = run("-c", CHECK % "strict")
+    assert strict.returncode != 0 and "SandboxUnavailable" in strict.stderr
+    assert "namespaces layer is not available" in strict.stderr
+    assert "domains.math.execution.sandbox: best_effort" in strict.stderr
+    weak = run("-c", CHECK % "best_effort")
+    assert weak.returncode == 0, weak.stderr
+    assert weak.stdout.startswith("sandbox layers: seccomp") and "missing: namespaces" in weak.stdout
+    assert "landlock: the kernel has no Landlock" in weak.stdout
+    workflow = run("-m", "snakemake", "-n", "--cores", "1")
+    assert workflow.returncode != 0
+    assert "domains.math.execution.sandbox: best_effort" in workflow.stdout + workflow.stderr
+    assert "Job stats" not in workflow.stdout + workflow.stderr
+
+
+def test_the_start_up_line_names_the_active_layers() -> None:
+    from envisions_flow.sandbox import check_sandboxes
+
+    line = check_sandboxes({"math": {"execution": {"sandbox": "strict"}}, "web": {"execution": {}}})
+    assert line.startswith("sandbox layers: namespaces (user, mount, pid, net, ipc, uts")
+    assert "landlock (ABI " in line and "seccomp (" in line and "missing" not in line
+    assert check_sandboxes({"web": {"execution": {}}}) == ""

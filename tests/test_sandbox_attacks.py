@@ -19,20 +19,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from envisions_flow.confinement import KERNEL_LAYERS
-from envisions_flow.sandbox import BEST_EFFORT, Confinement, Limits, SandboxPool
+from envisions_flow.sandbox import Limits, SandboxPool
 
 ROOT = Path(__file__).resolve().parents[1]
 HONEST = ("from fractions import Fraction\n\ndef solution():\n    return int(Fraction(14, 2))\n", "7")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernel_layers() -> None:
-    """Skip, naming the layer, where this kernel lacks one (CI's kernel has them all)."""
-    with SandboxPool(1, Limits(), confinement=Confinement(mode=BEST_EFFORT)) as pool:
-        missing = [f"{layer}: {pool.status[layer][1]}" for layer in KERNEL_LAYERS if not pool.status[layer][0]]
-    if missing:
-        pytest.skip(f"this kernel lacks a sandbox layer ({'; '.join(missing)})")
+pytestmark = pytest.mark.usefixtures("require_sandbox_layers")
 
 
 def program(body: str, imports: str = "import os") -> str:
@@ -298,9 +291,8 @@ def test_native_code_written_into_the_program_directory_is_refused(tmp_path: Pat
 import glob
 import importlib.machinery
 import importlib.util
-import shutil
 source = glob.glob(os.path.join(os.path.dirname(os.__file__), 'lib-dynload', '_bisect.*.so'))[0]
-shutil.copyfile(source, os.path.basename(source))
+open(os.path.basename(source), 'wb').write(open(source, 'rb').read())
 loader = importlib.machinery.ExtensionFileLoader('_bisect', os.path.abspath(os.path.basename(source)))
 module = importlib.util.module_from_spec(importlib.util.spec_from_loader('_bisect', loader))
 return int(module.bisect([1, 2], 1) == 1)""")], "on")

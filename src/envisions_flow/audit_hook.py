@@ -30,13 +30,14 @@ BLOCKED_PREFIXES = ("socket.", "ctypes.", "mmap.", "urllib.", "http.", "ftplib."
 # ctypes may be imported (sympy needs it); every ctypes.* audit event is refused.
 BLOCKED_MODULES = frozenset(("_posixsubprocess", "subprocess", "socket", "_socket", "multiprocessing", "pty", "cffi",
                              "sqlite3", "_sqlite3"))
-# event -> (positions of path arguments, positions of dir_fd arguments): a dir_fd makes a relative
-# path mean "beneath that descriptor", which the hook cannot resolve, so any dir_fd is refused
+# event -> (positions of the paths it changes, positions of dir_fd arguments): a dir_fd makes a relative
+# path mean "beneath that descriptor", which the hook cannot resolve, so any dir_fd is refused (what is
+# only read, such as copyfile's source, is checked by its own "open" event)
 _PATH_EVENTS = {
     "os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)),
     "os.rename": ((0, 1), (2, 3)), "os.symlink": ((0, 1), (2,)), "os.link": ((0, 1), (2, 3)),
     "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)), "os.utime": ((0,), (3,)), "os.truncate": ((0,), ()),
-    "shutil.rmtree": ((0,), ()), "shutil.copyfile": ((0, 1), ()), "shutil.move": ((0, 1), ()),
+    "shutil.rmtree": ((0,), ()), "shutil.copyfile": ((1,), ()), "shutil.move": ((0, 1), ()),
 }
 _LISTING_EVENTS = ("os.listdir", "os.scandir")
 _CODE_ATTRIBUTES = frozenset(("__code__", "__defaults__", "__kwdefaults__", "__globals__", "__closure__"))
