@@ -2,7 +2,7 @@
 
 Its environment holds a canary secret from its very start (so it is in /proc/<pid>/environ, as a
 job's API keys are), it judges programs exactly as the math environment does, and it prints one
-JSON line: per program [b, error class, error, value], and the pool's root directory.
+JSON line: per program [b, error class, error, value].
 
 `--hook off` runs each program in a child forked from this process with the audit hook replaced by
 nothing, as if a program had switched it off: what still holds then is the kernel's doing.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from envisions_flow import answers, audit_hook, fork_server
+from envisions_flow import answers, audit_hook
 from envisions_flow.sandbox import Limits, SandboxPool, run_program
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=512)
@@ -29,19 +29,17 @@ def judge(outcome, answer: str) -> list:
 def main() -> None:
     request = json.loads(sys.stdin.read())
     batches = request["batches"]  # each a list of [code, gold answer]
-    results, root = [], None
+    results = []
     if request["hook"] == "off":
         audit_hook.install = lambda *arguments: None
         for batch in batches:
             results.append([judge(run_program(code, limits=LIMITS), answer) for code, answer in batch])
-        root = fork_server._sandbox.root
     else:
         with SandboxPool(1, LIMITS) as pool:  # one worker: every program runs after the one before it
-            root = pool._workers[0].root
             for batch in batches:
                 outcomes = list(pool.map([(code, "solution()") for code, _ in batch]))
                 results.append([judge(outcome, answer) for outcome, (_, answer) in zip(outcomes, batch)])
-    print(json.dumps({"results": results, "root": root}))
+    print(json.dumps({"results": results}))
 
 
 if __name__ == "__main__":

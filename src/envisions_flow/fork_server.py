@@ -31,7 +31,8 @@ import sys
 import time
 
 from envisions_flow import audit_hook, confinement
-from envisions_flow.confinement import LANDLOCK, NAMESPACES, RESULT_FD, SECCOMP
+from envisions_flow.child_confinement import ChildConfinement
+from envisions_flow.confinement import NAMESPACES, RESULT_FD
 
 # Error classes a sandboxed run can end with ("" means it returned normally).
 SYNTAX = "syntax"
@@ -67,6 +68,15 @@ def _render(value: object) -> str | None:
     return text[:_MAX_VALUE_CHARS]
 
 
+@functools.cache
+def _statm() -> int | None:
+    """/proc/self/statm, kept open: a worker reads it after it confined itself to where it may read."""
+    try:
+        return os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
 def address_space_limit(memory_mb: int) -> int:
     """RLIMIT_AS for `memory_mb` more than this process already maps.
 
@@ -75,9 +85,8 @@ def address_space_limit(memory_mb: int) -> int:
     allocate anything under a plain 1 GB cap.
     """
     try:
-        with open("/proc/self/statm") as handle:
-            mapped = int(handle.read().split()[0]) * resource.getpagesize()
-    except (OSError, ValueError, IndexError):
+        mapped = int(os.pread(_statm(), 100, 0).split()[0]) * resource.getpagesize()
+    except (OSError, TypeError, ValueError, IndexError):
         mapped = 0
     return mapped + memory_mb * 1024 * 1024
 
@@ -131,98 +140,7 @@ def _clear_environment() -> None:
     _environment_cleared = True
 
 
-class _Sandbox:
-    """This process's sandbox: where program directories go, and the kernel layers prepared for its children."""
-
-    def __init__(self, root: str, read_roots: tuple[str, ...], read_write_files: tuple[str, ...],
-                 in_worker: bool) -> None:
-        self.root = root
-        self.read_roots = read_roots
-        self.read_write_files = read_write_files
-        self.in_worker = in_worker  # a worker dropped its privileges once; a caller's children drop their own
-        self.owner = os.getpid()
-        self.own_pid_namespace = False
-        self.landlock_abi = 0
-        self.ruleset: int | None = None
-        self.seccomp: confinement.SeccompProgram | None = None
-        self.directory = ""
-        self._directories = 0
-
-    def new_directory(self) -> None:
-        """A fresh program directory (and its Landlock ruleset): at start-up, and after one could not be emptied."""
-        while True:
-            self._directories += 1
-            path = os.path.join(self.root, f"program-{self._directories}")
-            try:
-                os.mkdir(path, 0o700)
-                break
-            except FileExistsError:  # made by someone else: never hand it to a program
-                continue
-        if self.ruleset is not None:
-            os.close(self.ruleset)
-            self.ruleset = None
-        self.directory = path
-        if self.landlock_abi:
-            self.ruleset = confinement.landlock_ruleset(self.landlock_abi, list(self.read_roots),
-                                                        list(self.read_write_files), path)
-
-    def reset_directory(self) -> str | None:
-        """Empty the program directory for the next program; None, or what was wrong (then a new one is used).
-
-        A program may leave files, directories without permissions, or (where the kernel let it)
-        files it cannot delete; such a directory is left where it is and never used again.
-        """
-        path = self.directory
-        try:
-            os.chmod(path, 0o700)
-            if not os.listdir(path):
-                return None
-            _remove_contents(path)
-            left = os.listdir(path)
-            if not left:
-                return None
-            problem = f"{len(left)} entries remain"
-        except (OSError, RecursionError) as error:
-            problem = f"{type(error).__name__}: {error}"
-        self.new_directory()
-        message = f"the program left {path} in a state the sandbox cannot clean ({problem}); it is not used again"
-        print(f"envisions-flow sandbox: {message}", file=sys.stderr, flush=True)
-        return message
-
-    def end_processes(self, pid: int) -> None:
-        """Kill the child's whole session; as PID 1 of its own namespace, every other process in it too."""
-        try:
-            if self.own_pid_namespace:
-                os.kill(-1, signal.SIGKILL)  # PID 1 itself is spared
-            else:
-                os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def reap(self) -> None:
-        """Collect orphans that were re-parented to this PID 1."""
-        while self.own_pid_namespace:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-
-
-def _remove_contents(path: str) -> None:
-    """Delete everything beneath `path` without following symbolic links, restoring permissions on the way."""
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                os.chmod(entry.path, 0o700)
-                _remove_contents(entry.path)
-                os.rmdir(entry.path)
-            else:
-                os.unlink(entry.path)
-
-
-_sandbox: _Sandbox | None = None
+_sandbox: ChildConfinement | None = None
 
 
 def configured() -> bool:
@@ -232,71 +150,14 @@ def configured() -> bool:
 
 def configure(root: str, read_roots: list[str], read_write_files: list[str], layers: list[str], seccomp_bpf: bytes,
               in_worker: bool) -> dict[str, list]:
-    """Prepare the Landlock and seccomp layers in `layers` for this process's children; program directories in `root`.
+    """Prepare the Landlock and seccomp layers in `layers` for this process's children; directories in `root`.
 
-    Returns {layer: [active, detail]}: the kernel's version where a layer is on, why where it is not.
-    Each layer is tried in a forked probe child first, exactly as a program's child applies it.
+    Returns {layer: [active, detail]} (`ChildConfinement.prepare`).
     """
     global _sandbox
-    _sandbox = sandbox = _Sandbox(root, tuple(read_roots), tuple(read_write_files), in_worker)
-    status: dict[str, list] = {}
-    if LANDLOCK in layers:
-        sandbox.landlock_abi = confinement.landlock_abi()
-        status[LANDLOCK] = [True, f"ABI {sandbox.landlock_abi}"] if sandbox.landlock_abi else [
-            False, "the kernel has no Landlock (Linux 5.13+ with CONFIG_SECURITY_LANDLOCK, lsm=landlock)"]
-    try:
-        sandbox.new_directory()
-    except OSError as error:
-        sandbox.landlock_abi = 0
-        sandbox.new_directory()
-        status[LANDLOCK] = [False, str(error)]
-    if SECCOMP in layers:
-        try:
-            sandbox.seccomp = confinement.SeccompProgram(seccomp_bpf)
-            status[SECCOMP] = [True, f"{len(seccomp_bpf) // 8} BPF instructions"]
-        except ValueError as error:
-            status[SECCOMP] = [False, str(error)]
-    for layer, failure in _probe_child().items():
-        status[layer] = [False, failure]
-        if layer == LANDLOCK:
-            sandbox.landlock_abi = 0
-            os.close(sandbox.ruleset)
-            sandbox.ruleset = None
-        else:
-            sandbox.seccomp = None
-    return status
-
-
-def _probe_child() -> dict[str, str]:
-    """Apply the prepared layers in a throw-away child, as `_child` does; {layer: why it failed}."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        os.close(read_fd)
-        failed = LANDLOCK
-        try:
-            _drop_own_privileges()
-            if _sandbox.ruleset is not None:
-                confinement.landlock_restrict(_sandbox.ruleset)
-            failed = SECCOMP
-            if _sandbox.seccomp is not None:
-                _sandbox.seccomp.load()
-            os._exit(0)
-        except BaseException as error:  # noqa: BLE001
-            os.write(write_fd, json.dumps({failed: str(error)}).encode())
-            os._exit(1)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as reader:
-        report = reader.read()
-    os.waitpid(pid, 0)
-    return json.loads(report) if report else {}
-
-
-def _drop_own_privileges() -> None:
-    """In a child forked from a caller (a worker already did this for all its children)."""
-    if not _sandbox.in_worker and (_sandbox.ruleset is not None or _sandbox.seccomp is not None):
-        confinement.set_no_new_privileges()
-        confinement.drop_capabilities()
+    _statm()  # opened while this process may still read /proc (a worker confines itself below)
+    _sandbox = ChildConfinement(root, tuple(read_roots), tuple(read_write_files), in_worker)
+    return _sandbox.prepare(layers, seccomp_bpf)
 
 
 def _child(body, limits: list, result_fd: int) -> None:
@@ -311,9 +172,7 @@ def _child(body, limits: list, result_fd: int) -> None:
         os.chdir(sandbox.directory)
         for which, limit in limits:
             resource.setrlimit(which, limit)
-        _drop_own_privileges()
-        if sandbox.ruleset is not None:
-            confinement.landlock_restrict(sandbox.ruleset)
+        sandbox.enter_domain(sandbox.child_ruleset)
         devnull = _devnull()
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)

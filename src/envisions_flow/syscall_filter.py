@@ -59,6 +59,9 @@ def child_filter() -> bytes:
         raise OSError(f"libseccomp could not be loaded ({error}); install libseccomp2") from None
     kill = seccomp.KILL_PROCESS
     rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    # a binary tree of system call numbers instead of a chain: each child's prctl (the kernel walks the
+    # filter for every call number to cache the ones it always allows) took 86 instead of 160 us
+    rules.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
     for name in _KILLED:
         try:
             number = seccomp.resolve_syscall(seccomp.Arch.NATIVE, name)
