@@ -200,3 +200,41 @@ def test_the_start_up_line_names_the_active_layers() -> None:
     assert line.startswith("sandbox layers: namespaces (user, mount, pid, net, ipc, uts")
     assert "landlock (ABI " in line and "seccomp (" in line and "missing" not in line
     assert check_sandboxes({"web": {"execution": {}}}) == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting the immutable flag from outside needs root")
+def test_a_directory_the_worker_cannot_empty_is_reported_and_never_used_again() -> None:
+    """A file made immutable from outside (as an attacker holding CAP_LINUX_IMMUTABLE could) defeats cleanup.
+
+    The program is `forbidden`, its directory is retired, and later programs' Landlock domain names only the
+    new directory: even past a fooled audit hook, the retired directory cannot be listed.
+    """
+    import subprocess
+    import threading
+
+    leave = solution("open('locked', 'w').write('x')\nopen('marker', 'w').write('left')\ntime.sleep(1.5)\n"
+                     "return os.getcwd()", "import os\nimport time")
+    look = solution("""
+import posixpath
+here = os.getcwd()
+posixpath._joinrealpath = lambda path, rest, strict, seen: (here, True)
+try:
+    return str('marker' in os.listdir(os.path.join(os.path.dirname(here), 'program-1')))
+except OSError as error:
+    return type(error).__name__""", "import os")
+    with SandboxPool(1, LIMITS) as pool:
+        locked = Path(pool._workers[0].root) / "programs" / "program-1" / "locked"
+        first: list = []
+        runner = threading.Thread(target=lambda: first.extend(pool.map([(leave, "solution()")])))
+        runner.start()
+        deadline = time.monotonic() + 10
+        while not locked.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        subprocess.run(["chattr", "+i", str(locked)], check=True)
+        runner.join()
+        try:
+            second, third = pool.map([(look, "solution()"), (solution("return 6 * 7"), "solution()")])
+        finally:
+            subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert first[0].error_class == FORBIDDEN and "cannot clean" in first[0].error
+    assert (second.value, third.value) == ("PermissionError", "42")

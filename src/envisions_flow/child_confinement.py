@@ -162,8 +162,8 @@ class ChildConfinement:
         import signal
 
         try:
-            if self.own_pid_namespace:
-                os.kill(-1, signal.SIGKILL)  # PID 1 itself is spared
+            if self.own_pid_namespace and os.getpid() == 1:
+                os.kill(-1, signal.SIGKILL)  # PID 1 itself is spared, and nothing outside its namespace is reached
             else:
                 os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
