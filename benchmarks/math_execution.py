@@ -24,11 +24,11 @@ import time
 
 from common import cpu_seconds, emit, median_line, peak_rss_mb
 
-from envisions_flow.confinement import KERNEL_LAYERS
-from envisions_flow.datasets import generate_word_problems
+from envisions_flow.environments.confinement import KERNEL_LAYERS
+from envisions_flow.datasets.loaders import generate_word_problems
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
-from envisions_flow.sandbox import BEST_EFFORT, Confinement, Limits
+from envisions_flow.environments.sandbox import BEST_EFFORT, Confinement, Limits
 
 # sandbox name -> the kernel layers it applies (benchmark only: a run always applies them all)
 SANDBOXES = {"all": KERNEL_LAYERS, "none": (), **{layer: (layer,) for layer in KERNEL_LAYERS}}

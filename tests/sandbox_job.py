@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
-from envisions_flow import answers, audit_hook
-from envisions_flow.sandbox import Limits, SandboxPool, run_program
+from envisions_flow.environments import audit_hook, math_answers as answers
+from envisions_flow.environments.sandbox import Limits, SandboxPool, run_program
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=512)
 

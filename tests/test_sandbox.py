@@ -9,8 +9,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from envisions_flow.sandbox import (FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT, Limits, SandboxPool, SandboxWorkerError,
-                                    run_many, run_program)
+from envisions_flow.environments.sandbox import (
+    FORBIDDEN,
+    MEMORY,
+    RUNTIME,
+    SYNTAX,
+    TIMEOUT,
+    Limits,
+    SandboxPool,
+    SandboxWorkerError,
+    run_many,
+    run_program,
+)
 
 LIMITS = Limits(timeout_s=2.0, memory_mb=1024)
 pytestmark = pytest.mark.usefixtures("require_sandbox_layers")
@@ -164,7 +174,7 @@ rules.add_rule(seccomp.ERRNO(errno.EPERM), "unshare")
 rules.load()
 os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 """
-CHECK = "from envisions_flow.sandbox import check_sandboxes; print(check_sandboxes({'math': {'execution': {'sandbox': %r}}}))"
+CHECK = "from envisions_flow.environments.sandbox import check_sandboxes; print(check_sandboxes({'math': {'execution': {'sandbox': %r}}}))"
 
 
 def test_a_kernel_without_a_layer_stops_a_strict_run_before_any_job(tmp_path: Path) -> None:
@@ -194,7 +204,7 @@ def test_a_kernel_without_a_layer_stops_a_strict_run_before_any_job(tmp_path: Pa
 
 
 def test_the_start_up_line_names_the_active_layers() -> None:
-    from envisions_flow.sandbox import check_sandboxes
+    from envisions_flow.environments.sandbox import check_sandboxes
 
     line = check_sandboxes({"math": {"execution": {"sandbox": "strict"}}, "web": {"execution": {}}})
     assert line.startswith("sandbox layers: namespaces (user, mount, pid, net, ipc, uts")

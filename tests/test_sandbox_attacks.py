@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from envisions_flow.sandbox import Limits, SandboxPool
+from envisions_flow.environments.sandbox import Limits, SandboxPool
 
 ROOT = Path(__file__).resolve().parents[1]
 HONEST = ("from fractions import Fraction\n\ndef solution():\n    return int(Fraction(14, 2))\n", "7")

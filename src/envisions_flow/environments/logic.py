@@ -6,8 +6,17 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from ..sandbox import Confinement, Limits, SandboxPool
-from .base import CORRECT, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
+from envisions_flow.environments.base import (
+    CORRECT,
+    NO_PROGRAM,
+    WRONG_ANSWER,
+    Execution,
+    Messages,
+    Task,
+    chat,
+    extract_fenced,
+)
+from envisions_flow.environments.sandbox import Confinement, Limits, SandboxPool
 
 INSTRUCTION = (
     "Translate the problem into a logic program with the sections Predicates, Facts, Rules and Query. "
@@ -36,8 +45,8 @@ REFINE_TEMPLATE = (
 )
 
 # What a logic worker imports before forking, and the function its children call on each program.
-_PRELOAD = ("clingo", "envisions_flow.logic_programs")
-_ANSWER = "envisions_flow.logic_programs:answer_or_error"
+_PRELOAD = ("clingo", "envisions_flow.environments.logic_programs")
+_ANSWER = "envisions_flow.environments.logic_programs:answer_or_error"
 
 
 @dataclass
@@ -109,7 +118,7 @@ class LogicEnvironment:
                         results.update((index, _parse_label(label, seconds))
                                        for index, (label, seconds) in zip(chunk, answered))
                     bar.update(len(chunk))
-            calls = [("from envisions_flow.logic_programs import answer_or_error\n" + f"PROGRAM = {programs[i]!r}",
+            calls = [(f"from envisions_flow.environments.logic_programs import answer_or_error\nPROGRAM = {programs[i]!r}",
                       f"answer_or_error(PROGRAM, {self.closed_world})") for i in retry]
             for index, outcome in zip(retry, pool.map(calls, progress=self.progress)):
                 results[index] = _parse_label(outcome.value, outcome.duration_s) if not outcome.error_class else (
