@@ -248,3 +248,18 @@ except OSError as error:
             subprocess.run(["chattr", "-i", str(locked)], check=True)
     assert first[0].error_class == FORBIDDEN and "cannot clean" in first[0].error
     assert (second.value, third.value) == ("PermissionError", "42")
+
+
+def test_honest_programs_using_libraries_are_not_refused() -> None:
+    """Submodules imported inside the sandbox, threads, temporary directories: none of it is `forbidden`."""
+    programs = [
+        (solution("return round(scipy.optimize.brentq(lambda x: x * x - 4, 0, 5), 6)", "import scipy.optimize"), "2.0"),
+        (solution("x = sympy.Symbol('x')\nreturn sympy.integrate(x ** 2, (x, 0, 3))", "import sympy"), "9"),
+        (solution("return int(numpy.linalg.matrix_rank(numpy.eye(3)))", "import numpy"), "3"),
+        (solution("out = []\nthread = threading.Thread(target=lambda: out.append(5))\nthread.start()\nthread.join()\n"
+                  "return out[0]", "import threading"), "5"),
+        (solution("with tempfile.TemporaryDirectory() as d:\n    open(d + '/x', 'w').write('3')\n"
+                  "    return int(open(d + '/x').read())", "import tempfile"), "3"),
+    ]
+    outcomes = run_many([(code, "solution()") for code, _ in programs], Limits(timeout_s=30), workers=1)
+    assert [(o.value, o.error_class) for o in outcomes] == [(value, "") for _, value in programs], outcomes

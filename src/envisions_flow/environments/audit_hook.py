@@ -27,20 +27,20 @@ BLOCKED_EVENTS = frozenset((
 ))
 BLOCKED_PREFIXES = ("socket.", "ctypes.", "mmap.", "urllib.", "http.", "ftplib.", "smtplib.", "sqlite3.",
                     "_posixsubprocess.", "os.posix_spawn", "os.exec", "os.spawn")
-# ctypes may be imported (sympy needs it); every ctypes.* audit event is refused.
-BLOCKED_MODULES = frozenset(("_posixsubprocess", "subprocess", "socket", "_socket", "multiprocessing", "pty", "cffi",
-                             "sqlite3", "_sqlite3"))
-# event -> (positions of the paths it changes, positions of dir_fd arguments): a dir_fd makes a relative
-# path mean "beneath that descriptor", which the hook cannot resolve, so any dir_fd is refused (what is
-# only read, such as copyfile's source, is checked by its own "open" event)
+# ctypes may be imported (sympy needs it): every ctypes.* audit event is refused. Modules such as subprocess,
+# socket or multiprocessing may be imported too (scipy.optimize imports subprocess): what they do is
+# refused at their audit events and, below the hook, by the seccomp filter. cffi loads code unaudited.
+BLOCKED_MODULES = frozenset(("cffi", "_cffi_backend"))
+# event -> ((position of a path it changes, position of the dir_fd that path is relative to, or None), ...);
+# what is only read, such as copyfile's source, is checked by its own "open" event
 _PATH_EVENTS = {
-    "os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)),
-    "os.rename": ((0, 1), (2, 3)), "os.symlink": ((0, 1), (2,)), "os.link": ((0, 1), (2, 3)),
-    "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)), "os.utime": ((0,), (3,)), "os.truncate": ((0,), ()),
-    "shutil.rmtree": ((0,), ()), "shutil.copyfile": ((1,), ()), "shutil.move": ((0, 1), ()),
+    "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),), "os.rename": ((0, 2), (1, 3)),
+    "os.symlink": ((0, 2), (1, 2)), "os.link": ((0, 2), (1, 3)), "os.chmod": ((0, 2),), "os.chown": ((0, 3),),
+    "os.utime": ((0, 3),), "os.truncate": ((0, None),), "shutil.rmtree": ((0, 1),), "shutil.copyfile": ((1, None),),
+    "shutil.move": ((0, None), (1, None)),
 }
 _LISTING_EVENTS = ("os.listdir", "os.scandir")
-_CODE_ATTRIBUTES = frozenset(("__code__", "__defaults__", "__kwdefaults__", "__globals__", "__closure__"))
+_CODE_ATTRIBUTES = frozenset(("__code__",))  # sympy sets __defaults__ at run time
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -54,8 +54,8 @@ def install(sandbox_dir: str, read_roots: tuple[str, ...], write_files: tuple[st
     writable = (sandbox_dir, *write_files)
     readable = (sandbox_dir, *read_roots, *write_files)
     import_path = (tuple(sys.path), tuple(map(id, sys.meta_path)), tuple(map(id, sys.path_hooks)))
-    realpath, join, getcwd, fsdecode, write, exit_now = (posixpath.realpath, posixpath.join, os.getcwd, os.fsdecode,
-                                                        os.write, os._exit)
+    realpath, join, getcwd, readlink, fsdecode, write, exit_now = (
+        posixpath.realpath, posixpath.join, os.getcwd, os.readlink, os.fsdecode, os.write, os._exit)
     is_instance, text, raw, number, function_type = isinstance, str, bytes, int, type(install)
     blocked_events, blocked_prefixes, blocked_modules = BLOCKED_EVENTS, BLOCKED_PREFIXES, BLOCKED_MODULES
     path_events, listing_events, code_attributes, write_flags = (_PATH_EVENTS, _LISTING_EVENTS, _CODE_ATTRIBUTES,
@@ -69,12 +69,25 @@ def install(sandbox_dir: str, read_roots: tuple[str, ...], write_files: tuple[st
             exit_now(70)
         raise refused(f"sandbox: {what} is not allowed")
 
-    def inside(path: object, roots: tuple[str, ...]) -> bool:
+    def directory_of(descriptor: object) -> str | None:
+        """Where a dir_fd argument points: the working directory for none, the descriptor's path, or None."""
+        if descriptor is None or descriptor == -1:
+            return getcwd()
+        try:
+            target = readlink(f"/proc/self/fd/{descriptor}")
+        except (OSError, TypeError, ValueError):
+            return None
+        return target if target.startswith("/") else None
+
+    def inside(path: object, roots: tuple[str, ...], descriptor: object = None) -> bool:
         if is_instance(path, raw):
             path = fsdecode(path)
         if not is_instance(path, text):
             return is_instance(path, number)  # an open descriptor: it was checked when it was opened
-        real = realpath(join(getcwd(), path))
+        base = directory_of(descriptor)
+        if base is None:
+            return False
+        real = realpath(join(base, path))
         for root in roots:
             if real == root or real.startswith(root + "/"):
                 return True
@@ -99,12 +112,9 @@ def install(sandbox_dir: str, read_roots: tuple[str, ...], write_files: tuple[st
             elif (tuple(path), tuple(map(id, args[3])), tuple(map(id, args[4]))) != import_path:
                 refuse(f"import {name} after changing the import path")
         elif event in path_events:
-            paths, dir_fds = path_events[event]
-            for position in dir_fds:
-                if position < len(args) and args[position] not in (None, -1):
-                    refuse(f"{event} relative to a directory descriptor")
-            for position in paths:
-                if not inside(args[position], writable):
+            for position, descriptor in path_events[event]:
+                relative_to = args[descriptor] if descriptor is not None and descriptor < len(args) else None
+                if not inside(args[position], writable, relative_to):
                     refuse(f"{event} on {args[position]!r}")
         elif event in listing_events:
             if args and args[0] is not None and not inside(args[0], readable):

@@ -2,9 +2,10 @@
 
 A worker enters its Landlock domain itself, once, after its start-up imports: read the read roots,
 write only beneath its `programs` directory. Its children inherit the domain, so a child makes no
-Landlock call at all; each child loads the seccomp filter (one prctl of a program compiled in
-advance). A caller that forks children directly (`sandbox.run_program`) cannot confine itself:
-its children each enter a domain of their own instead.
+Landlock call at all. The worker also loads the larger part of the seccomp filter on itself; each
+child adds the few rules the worker must not have (fork, signals, rlimits, its result pipe), one
+prctl of a program compiled in advance. A caller that forks children directly (`sandbox.run_program`)
+cannot confine itself: its children each enter a domain of their own and load the whole filter.
 
 One program directory is emptied after each program and reused. A program that leaves something
 behind which cannot be removed gets the directory taken out of use; from then on every child also
@@ -86,8 +87,11 @@ class ChildConfinement:
         print(f"envisions-flow sandbox: {message}", file=sys.stderr, flush=True)
         return message
 
-    def prepare(self, layers: list[str], seccomp_bpf: bytes) -> dict[str, list]:
-        """Build the layers in `layers`, try them in a throw-away child, and (a worker) enter Landlock's domain.
+    def prepare(self, layers: list[str], seccomp_bpf: bytes, worker_bpf: bytes) -> dict[str, list]:
+        """Build the layers in `layers`, try them in a throw-away child; a worker then confines itself.
+
+        A worker enters the Landlock domain and loads `worker_bpf`, its children inherit both and add
+        `seccomp_bpf`; a caller's children enter a domain of their own and load `seccomp_bpf` alone.
 
         Returns {layer: [active, detail]}: the kernel's version where a layer is on, why where it is not.
         """
@@ -97,11 +101,14 @@ class ChildConfinement:
             if not self.landlock_abi:
                 status[LANDLOCK] = [False, "the kernel has no Landlock (Linux 5.13+ with CONFIG_SECURITY_LANDLOCK, "
                                            "lsm=landlock)"]
+        worker_seccomp = None
         if SECCOMP in layers:
             try:
                 self.seccomp = confinement.SeccompProgram(seccomp_bpf)
+                worker_seccomp = confinement.SeccompProgram(worker_bpf) if self.in_worker else None
             except ValueError as error:
                 status[SECCOMP] = [False, str(error)]
+                self.seccomp = None
         try:
             self.new_directory()
             own_domain = self.ruleset_for(self.programs) if self.in_worker and self.landlock_abi else None
@@ -109,23 +116,25 @@ class ChildConfinement:
             status[LANDLOCK] = [False, str(error)]
             self.landlock_abi, own_domain = 0, None
             self.child_ruleset = None
-        for layer, failure in self._probe(own_domain).items():
+        for layer, failure in self._probe(own_domain, worker_seccomp).items():
             status[layer] = [False, failure]
             if layer == LANDLOCK:
                 self.landlock_abi, own_domain = 0, None
                 self.child_ruleset = None
             else:
-                self.seccomp = None
+                self.seccomp = worker_seccomp = None
         if own_domain is not None:
             confinement.landlock_restrict(own_domain)
             os.close(own_domain)
+        if worker_seccomp is not None:
+            worker_seccomp.load()
         if self.landlock_abi:
             status[LANDLOCK] = [True, f"ABI {self.landlock_abi}"]
         if self.seccomp is not None:
-            status[SECCOMP] = [True, f"{len(seccomp_bpf) // 8} BPF instructions"]
+            status[SECCOMP] = [True, f"{(len(seccomp_bpf) + len(worker_bpf)) // 8} BPF instructions"]
         return status
 
-    def _probe(self, own_domain: int | None) -> dict[str, str]:
+    def _probe(self, own_domain: int | None, worker_seccomp: confinement.SeccompProgram | None) -> dict[str, str]:
         """Apply the prepared layers in a throw-away child, as a program's child does; {layer: why it failed}."""
         import json
 
@@ -137,8 +146,9 @@ class ChildConfinement:
             try:
                 self.enter_domain(own_domain if own_domain is not None else self.child_ruleset)
                 failed = SECCOMP
-                if self.seccomp is not None:
-                    self.seccomp.load()
+                for program in (worker_seccomp, self.seccomp):
+                    if program is not None:
+                        program.load()
                 os._exit(0)
             except BaseException as error:  # noqa: BLE001
                 os.write(write_fd, json.dumps({failed: str(error)}).encode())

@@ -149,7 +149,7 @@ def configured() -> bool:
 
 
 def configure(root: str, read_roots: list[str], read_write_files: list[str], layers: list[str], seccomp_bpf: bytes,
-              in_worker: bool) -> dict[str, list]:
+              worker_bpf: bytes, in_worker: bool) -> dict[str, list]:
     """Prepare the Landlock and seccomp layers in `layers` for this process's children; directories in `root`.
 
     Returns {layer: [active, detail]} (`ChildConfinement.prepare`).
@@ -157,7 +157,7 @@ def configure(root: str, read_roots: list[str], read_write_files: list[str], lay
     global _sandbox
     _statm()  # opened while this process may still read /proc (a worker confines itself below)
     _sandbox = ChildConfinement(root, tuple(read_roots), tuple(read_write_files), in_worker)
-    return _sandbox.prepare(layers, seccomp_bpf)
+    return _sandbox.prepare(layers, seccomp_bpf, worker_bpf)
 
 
 def _child(body, limits: list, result_fd: int) -> None:
@@ -404,7 +404,7 @@ def main() -> None:
     """A warm worker: one JSON configuration line on stdin, a JSON line of layer status back, then batches.
 
     The configuration is {"preload", "root", "read_roots", "read_write_files", "layers", "seccomp"
-    (hex)}. A request is {"programs": [[code, entry], ...], "limits": {"timeout_s", "memory_mb",
+    and "seccomp_worker" (hex)}. A request is {"programs": [[code, entry], ...], "limits": {"timeout_s", "memory_mb",
     "max_file_mb"}}, answered by a list of [value, error class, error, seconds], or {"function":
     "module:name", "calls": [[argument, ...], ...], "limits"}, answered by one such outcome whose
     value is [[result, seconds], ...]. Program directories go under `root`, which the caller made
@@ -424,7 +424,8 @@ def main() -> None:
     # the worker found its own package through the caller's path; the children's imports see only what they may read
     sys.path[:] = [entry for entry in sys.path if _beneath(os.path.realpath(entry), config["read_roots"])]
     status.update(configure(config["root"], config["read_roots"], config["read_write_files"], config["layers"],
-                            bytes.fromhex(config["seccomp"]), in_worker=True))
+                            bytes.fromhex(config["seccomp"]), bytes.fromhex(config["seccomp_worker"]),
+                            in_worker=True))
     _sandbox.own_pid_namespace = status.get(NAMESPACES, [False])[0]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _clear_environment()

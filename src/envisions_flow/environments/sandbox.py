@@ -94,14 +94,16 @@ def read_roots() -> tuple[str, ...]:
     return tuple(sorted(directories)) + tuple(path for path in _READ_FILES if os.path.exists(path))
 
 
-def _seccomp_program() -> tuple[bytes, str | None]:
-    """The compiled child filter, or why there is none."""
-    from envisions_flow.environments.syscall_filter import child_filter
+def _seccomp_programs(in_worker: bool) -> tuple[bytes, bytes, str | None]:
+    """The compiled filters (for each child, for the worker itself), or why there are none."""
+    from envisions_flow.environments import syscall_filter
 
     try:
-        return child_filter(), None
+        if in_worker:
+            return syscall_filter.child_filter(), syscall_filter.worker_filter(), None
+        return syscall_filter.full_filter(), b"", None
     except OSError as error:
-        return b"", str(error)
+        return b"", b"", str(error)
 
 
 def _private_root() -> str:
@@ -120,10 +122,11 @@ def _remove_root(root: str) -> None:
 
 def _configure(root: str, layers: Sequence[str], in_worker: bool) -> tuple[dict[str, Any], dict[str, list]]:
     """A worker's configuration line, and the status of the layers that cannot even be tried."""
-    bpf, missing = _seccomp_program() if SECCOMP in layers else (b"", None)
+    bpf, worker_bpf, missing = _seccomp_programs(in_worker) if SECCOMP in layers else (b"", b"", None)
     status = {SECCOMP: [False, missing]} if missing else {}
     config = {"root": root, "read_roots": list(read_roots()), "read_write_files": list(_READ_WRITE_FILES),
-              "layers": [layer for layer in layers if layer not in status], "seccomp": bpf.hex()}
+              "layers": [layer for layer in layers if layer not in status], "seccomp": bpf.hex(),
+              "seccomp_worker": worker_bpf.hex()}
     return config, status
 
 
@@ -156,7 +159,8 @@ def run_program(code: str, entry: str = "solution()", limits: Limits = Limits(),
         layers = [layer for layer in confinement.layers if layer != NAMESPACES]
         config, status = _configure(_private_root(), layers, in_worker=False)
         status.update(fork_server.configure(config["root"], config["read_roots"], config["read_write_files"],
-                                            config["layers"], bytes.fromhex(config["seccomp"]), in_worker=False))
+                                            config["layers"], bytes.fromhex(config["seccomp"]), b"",
+                                            in_worker=False))
         _demand(status, Confinement(confinement.mode, tuple(layers), confinement.key))
     child_limits = fork_server.rlimits(limits.timeout_s, fork_server.address_space_limit(limits.memory_mb),
                                        limits.max_file_mb)
