@@ -159,6 +159,7 @@ def test_a_worker_killed_from_outside_is_reported_not_hidden() -> None:
     with SandboxPool(1, LIMITS) as pool:
         assert [o.value for o in pool.map([(solution("return 1"), "solution()")])] == ["1"]
         pool._workers[0].process.kill()
+        pool._workers[0].process.wait()
         with pytest.raises(SandboxWorkerError, match="died"):
             list(pool.map([(solution("return 2"), "solution()")]))
 

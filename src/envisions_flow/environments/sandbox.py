@@ -190,6 +190,8 @@ class _Worker:
         self.status.update(json.loads(hello))
 
     def _exchange(self, request: bytes) -> bytes:
+        if self.process.poll() is not None:  # its first process is gone: PID 1 inside is being ended with it
+            raise SandboxWorkerError(f"sandbox worker {self.process.pid} died (exit status {self.process.poll()})")
         try:
             self.process.stdin.write(request)
             self.process.stdin.flush()
