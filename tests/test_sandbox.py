@@ -175,7 +175,8 @@ rules.add_rule(seccomp.ERRNO(errno.EPERM), "unshare")
 rules.load()
 os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 """
-CHECK = "from envisions_flow.environments.sandbox import check_sandboxes; print(check_sandboxes({'math': {'execution': {'sandbox': %r}}}))"
+CHECK = ("from envisions_flow.environments.sandbox import check_sandboxes; "
+         "print(check_sandboxes({'math': {'execution': {'sandbox': %r}}}))")
 
 
 def test_a_kernel_without_a_layer_stops_a_strict_run_before_any_job(tmp_path: Path) -> None:

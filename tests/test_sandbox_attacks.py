@@ -89,7 +89,8 @@ def test_relative_paths_after_a_change_of_directory(tmp_path: Path, hook: str) -
         program("os.chdir('/etc')\nreturn int('root:' in open('passwd').read())"),
         program("os.chdir('OUTSIDE')\nreturn int('CANARY-' in open('canary.txt').read())"),
         program("os.chdir('OUTSIDE')\nopen('escaped.txt', 'w').write('x')\nos.remove('victim.txt')\nreturn 1"),
-        program("fd = os.open('OUTSIDE', os.O_PATH)\nos.fchdir(fd)\nreturn int('CANARY-' in open('canary.txt').read())"),
+        program("fd = os.open('OUTSIDE', os.O_PATH)\nos.fchdir(fd)\n"
+                "return int('CANARY-' in open('canary.txt').read())"),
         program("return int('canary.txt' in os.listdir('OUTSIDE') or len(os.listdir('/root')) > 0)"),
         # the job's secrets in /proc/<ancestor>/environ: every process this child can name
         program("""
@@ -184,7 +185,8 @@ def test_no_program_poisons_later_programs(tmp_path: Path, hook: str) -> None:
     name = f"envisions_poison_{uuid.uuid4().hex}"
     package = Path(envisions_flow.__file__).parent
     shared = [package, package.parent, Path(sysconfig.get_paths()["purelib"]), Path(sysconfig.get_paths()["stdlib"])]
-    poison = "from fractions import *\\nclass Fraction(int):\\n    def __new__(cls, *a):\\n        return int.__new__(cls, 1)\\n"
+    poison = ("from fractions import *\\nclass Fraction(int):\\n    def __new__(cls, *a):\\n"
+              "        return int.__new__(cls, 1)\\n")
     targets = ["fractions.py", "../fractions.py", *(f"{directory}/{name}.py" for directory in shared)]
     try:
         attack(tmp_path, [

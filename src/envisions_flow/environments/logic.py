@@ -47,6 +47,7 @@ REFINE_TEMPLATE = (
 # What a logic worker imports before forking, and the function its children call on each program.
 _PRELOAD = ("clingo", "envisions_flow.environments.logic_programs")
 _ANSWER = "envisions_flow.environments.logic_programs:answer_or_error"
+_IMPORT_ANSWER = "from envisions_flow.environments.logic_programs import answer_or_error"
 
 
 @dataclass
@@ -118,8 +119,8 @@ class LogicEnvironment:
                         results.update((index, _parse_label(label, seconds))
                                        for index, (label, seconds) in zip(chunk, answered))
                     bar.update(len(chunk))
-            calls = [(f"from envisions_flow.environments.logic_programs import answer_or_error\nPROGRAM = {programs[i]!r}",
-                      f"answer_or_error(PROGRAM, {self.closed_world})") for i in retry]
+            calls = [(f"{_IMPORT_ANSWER}\nPROGRAM = {programs[i]!r}", f"answer_or_error(PROGRAM, {self.closed_world})")
+                     for i in retry]
             for index, outcome in zip(retry, pool.map(calls, progress=self.progress)):
                 results[index] = _parse_label(outcome.value, outcome.duration_s) if not outcome.error_class else (
                     None, outcome.error_class, outcome.duration_s)

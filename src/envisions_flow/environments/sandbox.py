@@ -82,7 +82,7 @@ class SandboxWorkerError(RuntimeError):
 
 @functools.cache
 def read_roots() -> tuple[str, ...]:
-    """Where programs may read: the standard library, site-packages, the shared libraries C extensions load, a few files.
+    """Where programs may read: the standard library, site-packages, the shared libraries C extensions load.
 
     Not the rest of `sys.path`: the project's own source (an editable install's path entry) and
     the current directory stay out of reach.
@@ -178,7 +178,8 @@ class _Worker:
         self.root = tempfile.mkdtemp(prefix="envisions-sandbox-")
         # Isolated mode ignores PYTHONPATH: the worker is told where this very package lives.
         source = str(Path(envisions_flow.__file__).resolve().parents[1])
-        command = f"import sys; sys.path.insert(0, {source!r}); from envisions_flow.environments.fork_server import main; main()"
+        command = (f"import sys; sys.path.insert(0, {source!r}); "
+                   "from envisions_flow.environments.fork_server import main; main()")
         # Programs never see the caller's environment (API keys, tokens): the worker starts without it.
         environment = {name: os.environ[name] for name in ("LANG",) if name in os.environ}
         self.process = subprocess.Popen([sys.executable, "-I", "-B", "-c", command], stdin=subprocess.PIPE,
