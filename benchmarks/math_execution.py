@@ -6,8 +6,8 @@ until the timeout. Every program runs confined as in the workflow (forked from a
 audit hook, own directory, and the kernel layers). Timeouts are not the executor's speed: the rate is the
 programs that finished divided by the wall time less the worker-seconds spent waiting on timeouts.
 
-The same workload runs under several sandboxes side by side, interleaved in each repetition so that a
-busy machine disturbs them alike: every kernel layer (`all`, the workflow's), none of them (`none`: the
+The same workload runs under several sandboxes side by side, interleaved in each repetition (in a
+rotating order) so that a busy machine disturbs them alike: every kernel layer (`all`, the workflow's), none of them (`none`: the
 audit hook and rlimits only), and each layer alone. The last line gives all/none and what each layer
 costs per program: of CPU (this process, its workers and their children) and of wall time per worker.
 
@@ -110,9 +110,10 @@ def main() -> None:
                                           confinement=Confinement(mode=BEST_EFFORT, layers=SANDBOXES[name]))
                     for name in args.sandboxes}
     lines: dict[str, list[dict]] = {name: [] for name in args.sandboxes}
-    for repetition in range(args.repeat):
-        for name, environment in environments.items():
-            lines[name].append(measure(environment, tasks, programs, args, name, repetition))
+    names = list(environments)
+    for repetition in range(args.repeat):  # each repetition starts with another sandbox, so none is always first
+        for name in names[repetition % len(names):] + names[:repetition % len(names)]:
+            lines[name].append(measure(environments[name], tasks, programs, args, name, repetition))
     medians = {name: median_line(named, "programs_per_s_excluding_timeouts", "programs_per_s_overall",
                                  "cpu_ms_per_program", "seconds") for name, named in lines.items()}
     if {"all", "none"} <= set(medians):
