@@ -265,3 +265,10 @@ def test_honest_programs_using_libraries_are_not_refused() -> None:
     ]
     outcomes = run_many([(code, "solution()") for code, _ in programs], Limits(timeout_s=30), workers=1)
     assert [(o.value, o.error_class) for o in outcomes] == [(value, "") for _, value in programs], outcomes
+
+
+def test_a_misspelt_sandbox_mode_is_refused_by_name() -> None:
+    from envisions_flow.environments.sandbox import Confinement
+
+    with pytest.raises(ValueError, match=r"domains.math.execution.sandbox: 'strcit' is not a sandbox mode"):
+        Confinement(mode="strcit", key="domains.math.execution.sandbox")

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from envisions_flow.environments import fork_server
-from envisions_flow.environments.confinement import KERNEL_LAYERS, LANDLOCK, NAMESPACES, SECCOMP
+from envisions_flow.environments.confinement import KERNEL_LAYERS, NAMESPACES, SECCOMP
 from envisions_flow.environments.fork_server import FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT
 
 __all__ = ["FORBIDDEN", "MEMORY", "RUNTIME", "SYNTAX", "TIMEOUT", "Confinement", "Limits", "Outcome", "SandboxPool",
            "SandboxUnavailable", "SandboxWorkerError", "check_sandboxes", "run_many", "run_program"]
 
 STRICT, BEST_EFFORT = "strict", "best_effort"
-SANDBOX_MODES = (STRICT, BEST_EFFORT)
 # Domains whose programs run in this sandbox (web programs are interpreted and replayed in a browser).
 SANDBOXED_DOMAINS = ("math", "logic")
 _SHARED_LIBRARIES = ("/usr/lib", "/lib", "/usr/lib64", "/lib64", "/usr/local/lib")
@@ -70,6 +69,13 @@ class Confinement:
     mode: str = STRICT
     layers: tuple[str, ...] = KERNEL_LAYERS
     key: str = "execution.sandbox"
+
+    def __post_init__(self) -> None:
+        if self.mode not in (STRICT, BEST_EFFORT):
+            raise ValueError(f"{self.key}: {self.mode!r} is not a sandbox mode (use {STRICT} or {BEST_EFFORT})")
+        unknown = set(self.layers) - set(KERNEL_LAYERS)
+        if unknown:
+            raise ValueError(f"unknown sandbox layers {sorted(unknown)} (the kernel layers are {list(KERNEL_LAYERS)})")
 
 
 class SandboxUnavailable(RuntimeError):
