@@ -4,18 +4,17 @@ A worker is a fresh interpreter in isolated mode (`python -I`: no current direct
 path, no PYTHON* variables), started without the job's environment, in its own user, mount, PID,
 network, IPC and UTS namespaces, without capabilities (`confinement`). Its first process stays
 outside the PID namespace and only waits; the second is PID 1 inside, so that nothing a program
-starts outlives the worker. Each program's child gets its own session, rlimits on address space,
-CPU time and file size, stdout/stderr on /dev/null, the program directory as its working
-directory, then (in this order) a Landlock domain, a seccomp filter and the audit hook
+starts outlives the worker. After its start-up imports the worker enters its Landlock domain and
+loads most of the seccomp filter (`child_confinement`); each program's child then gets its own
+session, rlimits on address space, CPU time and file size, stdout/stderr on /dev/null, the program
+directory as its working directory, the rest of the seccomp filter and the audit hook
 (`audit_hook`). The worker only ever receives a short string rendering of the return value;
 judging it against the gold answer happens elsewhere.
 
-This module is all a worker imports besides `confinement` and `audit_hook`. Every fork copies the
-worker's page tables and every page a child writes is copied on its first write (a few us each in
-a VM), so the worker stays a lean interpreter (no tempfile, dataclasses or typing: a worker with
-them forked 0.3 ms slower) and the child is handed everything prepared before the fork: the
-Landlock ruleset and the seccomp program are built once per worker, and one program directory is
-emptied and reused, so the ruleset that names it stays valid.
+This module is all a worker imports besides its layers' modules. Every fork copies the worker's
+page tables and every page a child writes is copied on its first write (a few us each in a VM), so
+the worker stays a lean interpreter (no tempfile, dataclasses or typing: a worker with them forked
+0.3 ms slower) and the child is handed everything prepared before the fork.
 """
 
 from __future__ import annotations
