@@ -21,7 +21,7 @@ from envisions_flow.environments.base import (
     extract_fenced,
 )
 from envisions_flow.environments.registry import sandboxed_options
-from envisions_flow.environments.sandbox import Limits, run_many
+from envisions_flow.environments.sandbox import Confinement, Limits, run_many
 
 INSTRUCTION = (
     "Solve the math problem by writing a Python function `solution()` that computes and returns "
@@ -71,13 +71,15 @@ class MathEnvironment:
     limits: Limits = field(default_factory=Limits)
     workers: int = 2
     progress: bool = False
+    confinement: Confinement = field(default_factory=Confinement)
     domain: str = "math"
     task_kinds = ("generated",)  # data it makes itself, beside file and hub data
+    uses_sandbox = True  # its programs run in the kernel-confined sandbox (execution.sandbox)
 
     @classmethod
-    def from_config(cls, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
                     progress: bool) -> "MathEnvironment":
-        return cls(answer_type=dataset.get("answer_type", answers.NUMERIC), **sandboxed_options(execution, progress),
+        return cls(answer_type=dataset.get("answer_type", answers.NUMERIC), **sandboxed_options(domain, execution, progress),
                    **options)
 
     @staticmethod
@@ -111,7 +113,7 @@ class MathEnvironment:
         runnable = [i for i, program in enumerate(programs) if program.strip()]
         outcomes = dict(
             zip(runnable, run_many([(programs[i], "solution()") for i in runnable], self.limits, self.workers,
-                                   progress=self.progress))
+                                   progress=self.progress, confinement=self.confinement))
         )
         results: list[Execution] = []
         for index, task in enumerate(tasks):

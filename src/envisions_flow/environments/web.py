@@ -270,14 +270,14 @@ class WebEnvironment:
     # ---- configuration, data and metrics (environments/registry.py) -------------------------
 
     @classmethod
-    def from_config(cls, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
                     progress: bool) -> "WebEnvironment":
-        from envisions_flow.environments.registry import sandboxed_options
+        from envisions_flow.environments.registry import execution_options
 
         return cls(reward_threshold=float(execution.get("reward_threshold", 0.8)),
                    max_actions=int(execution.get("max_actions", 50)), max_turns=int(execution.get("max_turns", 1)),
                    browser_relaunches=int(execution.get("browser_relaunches", 3)),
-                   **sandboxed_options(execution, progress), **options)
+                   **execution_options(execution, progress), **options)
 
     @staticmethod
     def load_tasks(spec: dict[str, Any], key: str) -> Any:
