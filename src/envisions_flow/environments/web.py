@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,8 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from ..sandbox import Limits
 from ..web_programs import Action, ProgramError, action_source, parse_program
 from .base import CORRECT, WRONG_ANSWER, Execution, Messages, StepOutcome, Task, chat, extract_fenced
+from .web_page import (BAD_XPATH, BROWSER_CRASH, CLEAR_CLIPBOARD_JS, COVERED, INIT_JS, NAVIGATED, NO_ELEMENT,
+                       NOT_DONE, PAGE_CRASH, STATE_JS, TIMEOUT, TOO_SLOW, Failed, Hand, Performer, start)
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]
 VIEWPORT = {"width": 500, "height": 320}  # MiniWob's window (miniwob.constants.WINDOW_*)
-
-# Error classes of the browser side (the interpreter's are in web_programs).
-NOT_DONE = "not_done"          # the program ended before the episode did
-TOO_SLOW = "too_slow"          # solved, but the time-decayed reward fell below the threshold
-BAD_XPATH = "bad_xpath"
-NO_ELEMENT = "no_element"      # the xpath matches nothing visible (or nothing that can be acted on)
-TIMEOUT = "timeout"
-NAVIGATED = "navigated_away"
-PAGE_CRASH = "page_crash"
-BROWSER_CRASH = "browser_crash"
 
 
 def miniwob_html_dir() -> Path:
@@ -80,13 +71,19 @@ def parse_episode_id(task_id: str) -> tuple[str, int]:
     return name, int(seed)
 
 
+# The agent API (Synapse's, which the paper's agents were written against) and what the interpreter accepts.
+_API = (
+    "agent.click_xpath(xpath) (clicks every visible element the xpath matches, in page order), agent.type(text) "
+    "(into the focused element), agent.press(key) (enter, space, tab, backspace, arrowup, arrowdown, arrowleft, "
+    "arrowright, home, end, command+a, command+c, command+v), agent.click_option(xpath) (selects the first "
+    "matching <option> of a <select>) and agent.movemouse(xpath) (moves the mouse over the matches). Visible "
+    "elements carry a data-wob_ref attribute you can use in xpaths."
+)
 INSTRUCTION = (
     "Complete the web task by writing a short Python program that controls the browser through `agent`: "
-    "agent.click_xpath(xpath), agent.type(text) (into the focused element), agent.press(key) (enter, space, "
-    "tab, backspace, arrowup, arrowdown, arrowleft, arrowright, command+a, command+c, command+v), "
-    "agent.click_option(xpath) (an <option> of a <select>) and agent.movemouse(xpath). Visible elements carry "
-    "a data-wob_ref attribute you can use in xpaths. Only agent calls, assignments, string and number "
-    "expressions and `for _ in range(n)` loops are allowed. Reply with one ```python code block."
+    + _API + " Besides agent calls, only assignments, arithmetic, string and f-string expressions, comparisons, "
+    "`if`/`elif`/`else`, conditional expressions, `for` loops over range(n) or a list, and str(), int(), float(), "
+    "len(), abs(), min(), max(), round() are allowed. Reply with one ```python code block."
 )
 
 # One worked example for the cold-start prompt: enter-text, seed 7, as `observe` renders it.
@@ -111,10 +108,8 @@ REFINE_TEMPLATE = (
 # Step mode (agents.py, the IPR and synthetic-mixture runs): one agent call per step, the page after each.
 STEP_INSTRUCTION = (
     "Complete the web task one action at a time. Reply with 'Thought: <reasoning>' and then 'Action: <one call>', "
-    "where the call is one of agent.click_xpath(xpath), agent.type(text) (into the focused element), "
-    "agent.press(key) (enter, space, tab, backspace, arrowup, arrowdown, arrowleft, arrowright, command+a, "
-    "command+c, command+v), agent.click_option(xpath) (an <option> of a <select>) or agent.movemouse(xpath). "
-    "Visible elements carry a data-wob_ref attribute you can use in xpaths. After each action you see the page."
+    "where the call is one of " + _API.replace(" and agent.movemouse", " or agent.movemouse")
+    + " After each action you see the page."
 )
 
 # The step-mode worked episode (few-shot): ONE_SHOT's task in three steps, with the pages it shows.
@@ -128,23 +123,6 @@ STEP_EXAMPLE_STEPS = (
 
 NEXT_TURN = ("The program ran and the task is not finished yet. The page now shows:\n{observation}\n\n"
              "Write the next program, continuing from this page. Reply with one ```python code block.")
-
-# End any open episode (so refs restart cleanly, as MiniWob's own reset does), seed the task's RNG,
-# start the episode and hand out refs; the token marks this document and episode.
-_START_JS = """async ([seed, token]) => {
-  core.endEpisode(0);
-  Math.seedrandom(seed);
-  core.startEpisodeReal();
-  for (let i = 0; !WOB_TASK_READY; i++) {
-    if (i > 200) throw new Error('envisions: the task did not become ready');
-    await new Promise(resolve => setTimeout(resolve, 10));
-  }
-  core.getDOMInfo();
-  window.__envisions_token = token;
-}"""
-
-_STATE_JS = """(token) => window.__envisions_token !== token ? null :
-  {done: WOB_DONE_GLOBAL, reward: WOB_REWARD_GLOBAL, raw: WOB_RAW_REWARD_GLOBAL}"""
 
 # Utterance + HTML of #wrap and visible pop-ups, with live form values written out as attributes.
 _OBSERVE_JS = """() => {
@@ -179,37 +157,6 @@ _OBSERVE_JS = """() => {
   return 'Instruction: ' + core.getUtterance() + '\\nHTML: ' + parts.join('\\n');
 }"""
 
-# Resolve an xpath in the page (not Playwright's injected engine: a locator costs ~40 ms per action):
-# wait until the element is visible and no jQuery animation runs, then return its centre, or
-# select it when it is an <option> (click_option). Errors come back as error classes.
-_TARGET_JS = """async ([xpath, timeoutMs, option]) => {
-  let node;
-  try {
-    node = document.evaluate(xpath, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;
-  } catch (error) {
-    return {error: 'bad_xpath', message: String(error).slice(0, 200)};
-  }
-  if (node && !(node instanceof Element)) node = node.parentElement;
-  if (!node) return {error: 'no_element', message: 'no element matches ' + xpath.slice(0, 200)};
-  if (option) {
-    if (!(node instanceof HTMLOptionElement) || !node.parentElement) return {error: 'no_element', message: 'not an <option>'};
-    const select = node.closest('select');
-    if (select.multiple) node.selected = true; else select.value = node.value;
-    for (const type of ['input', 'change']) select.dispatchEvent(new Event(type, {bubbles: true}));
-    return {};
-  }
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (node.scrollIntoViewIfNeeded) node.scrollIntoViewIfNeeded(); else node.scrollIntoView();
-    const box = node.getBoundingClientRect();
-    const visible = box.width > 0 && box.height > 0 && getComputedStyle(node).visibility !== 'hidden';
-    const animating = window.jQuery && window.jQuery(':animated').length > 0;
-    if (visible && !animating) return {x: box.left + box.width / 2, y: box.top + box.height / 2};
-    if (Date.now() > deadline) return {error: 'no_element', message: 'the element is not visible'};
-    await new Promise(resolve => setTimeout(resolve, 20));
-  }
-}"""
-
 _CLIPBOARD_KEYS = {"ControlOrMeta+c", "ControlOrMeta+x", "ControlOrMeta+v"}
 
 R = TypeVar("R")
@@ -226,14 +173,6 @@ class Episode:
     error_class: str
     observation: str        # the page after the program, when asked for and the episode is still open
     duration_s: float
-
-
-class _Failed(Exception):
-    """An episode that ended with an error class (the page may still be usable)."""
-
-    def __init__(self, error_class: str, message: str = ""):
-        super().__init__(message or error_class)
-        self.error_class = error_class
 
 
 @dataclass
@@ -332,7 +271,7 @@ class WebEnvironment:
             return await page.evaluate(_OBSERVE_JS)
 
         results = asyncio.run(self._pool(list(episodes), one, "observing"))
-        failed = [(episode, result) for episode, result in zip(episodes, results) if isinstance(result, _Failed)]
+        failed = [(episode, result) for episode, result in zip(episodes, results) if isinstance(result, Failed)]
         if failed:
             (name, seed), error = failed[0]
             raise RuntimeError(f"could not open {len(failed)} MiniWob episode(s), e.g. {name} seed {seed}: "
@@ -358,7 +297,7 @@ class WebEnvironment:
         results = asyncio.run(self._pool(jobs, one, "executing")) if jobs else []
         for (index, *_), result in zip(jobs, results):
             episodes[index] = (Episode(False, None, None, result.error_class, "", result.duration_s)
-                               if isinstance(result, _Failed) else result)
+                               if isinstance(result, Failed) else result)
         return episodes  # type: ignore[return-value]
 
     def execute(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[Execution]:
@@ -376,21 +315,17 @@ class WebEnvironment:
         return path.as_uri()
 
     async def _start(self, page: Any, name: str, seed: int, expected: str = "") -> str:
-        """Open the episode: in place when the page already shows this task and the restarted
-        episode renders exactly `expected` (the observation the policy saw), else on a fresh load.
+        """Open the episode from a clean state (web_page.start): in place when that is safe and the
+        restarted page renders exactly `expected` (the observation the policy saw), else on a fresh load.
 
         A fresh load is the definition of the episode (what `observe` shows); reusing the page
-        saves the ~100 ms of CPU a load costs, and the check makes leftovers of earlier
-        episodes (an open pop-up, a typed value) send the episode to a fresh page instead.
+        saves the ~50 ms a load costs.
         """
-        url, token = self._url(name), secrets.token_hex(8)
-        if expected and page.url.split("#")[0] == url:
-            await page.evaluate(_START_JS, [seed, token])
-            if await page.evaluate(_OBSERVE_JS) == expected:
-                return token
-        await page.goto(url)
-        await page.evaluate(_START_JS, [seed, token])
-        return token
+        return await start(page, self._url(name), seed, expected, _OBSERVE_JS)
+
+    @property
+    def hand(self) -> Hand:
+        return Hand(wait_s=self.action_timeout_s, max_elements=self.max_actions)
 
     async def _episode(self, page: Any, name: str, seed: int, actions: list[Action], observe_after: bool,
                        expected: str) -> Episode:
@@ -399,14 +334,18 @@ class WebEnvironment:
         error_class = ""
         uses_clipboard = any(action.kind == "press" and action.arg in _CLIPBOARD_KEYS for action in actions)
         async with self._clipboard if uses_clipboard and self._clipboard else contextlib.nullcontext():
+            if uses_clipboard:
+                await page.evaluate(CLEAR_CLIPBOARD_JS)  # nothing an earlier episode copied is there to paste
+            performer = Performer(page, self.hand, lambda: self._over(page, token))
             for action in actions:
                 try:
-                    await self._act(page, action)
-                except _Failed as failure:
+                    await performer.perform(action)
+                except Failed as failure:
                     error_class = failure.error_class
                     break
-                state = await self._state(page, token)
-                if state["done"]:
+                except Exception as error:  # noqa: BLE001 - Playwright's errors, classified below
+                    raise _classify(error) from None
+                if await self._over(page, token):
                     break
         state = await self._state(page, token)
         reward, raw = float(state["reward"] or 0), float(state["raw"] or 0)
@@ -420,39 +359,21 @@ class WebEnvironment:
         observation = await page.evaluate(_OBSERVE_JS) if observe_after and not state["done"] else ""
         return Episode(bool(state["done"]), reward, raw, error_class, observation, time.monotonic() - started)
 
+    async def _over(self, page: Any, token: str) -> bool:
+        return bool((await self._state(page, token))["done"])
+
     async def _state(self, page: Any, token: str) -> dict[str, Any]:
         try:
-            state = await page.evaluate(_STATE_JS, token)
+            state = await page.evaluate(STATE_JS, token)
         except Exception as error:  # noqa: BLE001 - the document went away under us
             raise _classify(error) from None
         if state is None:
-            raise _Failed(NAVIGATED, "the page left the task")
+            raise Failed(NAVIGATED, "the page left the task")
         return state
-
-    async def _act(self, page: Any, action: Action) -> None:
-        """One action with real mouse and keyboard input; a missing or hidden target fails the episode."""
-        try:
-            if action.kind == "type":
-                await page.keyboard.type(action.arg)
-            elif action.kind == "press":
-                await page.keyboard.press(action.arg)
-            else:
-                target = await page.evaluate(_TARGET_JS, [action.arg, self.action_timeout_s * 1000,
-                                                          action.kind == "click_option"])
-                if "error" in target:
-                    raise _Failed(target["error"], target["message"])
-                if action.kind == "click_xpath":
-                    await page.mouse.click(target["x"], target["y"])
-                elif action.kind == "movemouse":
-                    await page.mouse.move(target["x"], target["y"])
-        except _Failed:
-            raise
-        except Exception as error:  # noqa: BLE001 - Playwright's errors, classified below
-            raise _classify(error) from None
 
     # ---- the pool of pages ------------------------------------------------------------------
 
-    async def _pool(self, jobs: list[J], one: Callable[[Any, J], Awaitable[R]], desc: str) -> list[R | _Failed]:
+    async def _pool(self, jobs: list[J], one: Callable[[Any, J], Awaitable[R]], desc: str) -> list[R | Failed]:
         """`one(page, job)` for every job on `workers` pages of one browser, each under the episode timeout.
 
         A page that times out, crashes or errors is closed and replaced; its job counts as failed.
@@ -467,7 +388,7 @@ class WebEnvironment:
         if not Path(self.chromium).exists():
             raise RuntimeError(f"no Chromium at {self.chromium}: `apt-get install -y chromium` (or `make setup`)")
         self._clipboard = asyncio.Lock()
-        results: list[R | _Failed | None] = [None] * len(jobs)
+        results: list[R | Failed | None] = [None] * len(jobs)
         pending = list(range(len(jobs)))[::-1]
         flags = CHROMIUM_FLAGS + [f"--js-flags=--max-old-space-size={self.limits.memory_mb}"]
         async with async_playwright() as playwright:
@@ -495,6 +416,8 @@ class WebEnvironment:
                 browser = browsers.current
                 context = await browser.new_context(viewport=VIEWPORT)
                 slot.extend([browser, context])
+                await context.add_init_script(INIT_JS)  # counts the timers an episode leaves (web_page)
+                await context.grant_permissions(["clipboard-read", "clipboard-write"])
                 page = await context.new_page()
                 context.on("page", _close_popup)  # pop-ups a program opens are closed at once
                 slot.append(page)
@@ -507,14 +430,14 @@ class WebEnvironment:
                 browser = slot[0] if slot else browsers.current
                 try:
                     if not browser.is_connected():
-                        raise _Failed(BROWSER_CRASH, "the browser is gone")
+                        raise Failed(BROWSER_CRASH, "the browser is gone")
                     # page creation counts too: it never returns if the browser dies under it
                     results[index] = await asyncio.wait_for(attempt(jobs[index]), self.limits.timeout_s)
                 except Exception as error:  # noqa: BLE001 - each becomes an error class
-                    failure = error if isinstance(error, _Failed) else (
-                        _Failed(TIMEOUT, "episode timed out") if isinstance(error, TimeoutError) else _classify(error))
+                    failure = error if isinstance(error, Failed) else (
+                        Failed(TIMEOUT, "episode timed out") if isinstance(error, TimeoutError) else _classify(error))
                     if not browser.is_connected():
-                        failure = _Failed(BROWSER_CRASH, "the browser is gone")
+                        failure = Failed(BROWSER_CRASH, "the browser is gone")
                     failure.duration_s = time.monotonic() - started  # type: ignore[attr-defined]
                     results[index] = failure
                     # a page that hung, crashed or left the task (a navigation may still be in flight)
@@ -566,12 +489,12 @@ class _Browsers:
             await _close_quietly(browser, timeout_s=10)
 
 
-def _classify(error: BaseException) -> _Failed:
+def _classify(error: BaseException) -> Failed:
     """An error class for what Playwright raised on a page: it left the task, or it (or the browser) died."""
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     if "context was destroyed" in message or "navigat" in message.lower() or "detached" in message:
-        return _Failed(NAVIGATED, message)
-    return _Failed(PAGE_CRASH, message)
+        return Failed(NAVIGATED, message)
+    return Failed(PAGE_CRASH, message)
 
 
 def _close_popup(popup: Any) -> None:
