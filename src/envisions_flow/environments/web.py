@@ -8,17 +8,21 @@ task's HTML (the `#wrap` subtree and any visible pop-up such as the date picker,
 observation is produced once, when the data set is prepared (`observe`, called by
 `datasets.load_tasks` for `kind: miniwob`), by opening the episode in the browser; the
 prompts are then plain functions of the Task, like in every other domain. This works
-because an episode is a pure function of (task, seed): each one is opened on a freshly
-loaded page, `Math.seedrandom(seed)` then `core.startEpisodeReal()` (MiniWob's own JS
-API) generate the same problem, and `core.getDOMInfo()` hands out the same refs, so the
-xpaths a program writes against the observation resolve at execution time.
+because an episode is a pure function of (task, seed): it is opened on a freshly loaded page
+(or on one restarted in place from the same clean state, `web_page`), `Math.seedrandom(seed)`
+then `core.startEpisodeReal()` (MiniWob's own JS API) generate the same problem, and
+`core.getDOMInfo()` hands out the same refs, so the xpaths a program writes against the
+observation resolve at execution time.
 
-Execution. A program is interpreted by `web_programs.parse_program` (never run as Python)
-into a bounded list of actions, which Playwright replays with real mouse and keyboard
-input on one page per worker of a single browser. The verdict is MiniWob's own:
-`WOB_DONE_GLOBAL`, the time-decayed `WOB_REWARD_GLOBAL` (b = 1 when it is at least
-`reward_threshold`) and `WOB_RAW_REWARD_GLOBAL` (carried in `Execution.value`, so raw
-success can be reported too).
+Execution. A program is interpreted by `web_programs.parse_program` (never run as Python, under
+a size, text and CPU budget) into a bounded list of actions, which `web_page` performs with
+real mouse and keyboard input on one page per worker of a single browser: clicks act on every
+element an xpath matches (Synapse's API), wait for it, and press where it is not covered. The
+verdict is MiniWob's own: `WOB_DONE_GLOBAL`, the time-decayed `WOB_REWARD_GLOBAL` and
+`WOB_RAW_REWARD_GLOBAL` (carried in `Execution.value`, so raw success can be reported too);
+b = 1 when the raw reward is full (the task solved: MiniWob's checkbox tasks give a wrong
+answer partial credit) and the time-decayed reward is at least `reward_threshold`. So a verdict
+depends on the task, the seed and the program alone (and, through the time decay, on speed).
 
 Turns. By default one program is the whole answer (`max_turns` = 1, the paper's
 program-writing setting). With `max_turns` > 1 the stages that generate (explore, refine,
@@ -352,10 +356,10 @@ class WebEnvironment:
         if not error_class:
             if not state["done"]:
                 error_class = NOT_DONE
-            elif reward >= self.reward_threshold:
-                error_class = CORRECT
+            elif raw < 1:  # not solved; MiniWob's checkbox tasks give a wrong answer partial credit
+                error_class = WRONG_ANSWER
             else:
-                error_class = TOO_SLOW if raw >= 1 else WRONG_ANSWER
+                error_class = CORRECT if reward >= self.reward_threshold else TOO_SLOW
         observation = await page.evaluate(_OBSERVE_JS) if observe_after and not state["done"] else ""
         return Episode(bool(state["done"]), reward, raw, error_class, observation, time.monotonic() - started)
 
