@@ -28,7 +28,8 @@ EPISODES = ([("copy-paste", seed) for seed in (41, 42, 43)] + [("enter-text", se
             + [("click-test-2", seed) for seed in COVERED_SEEDS]
             + [(name, seed) for name in ("click-button", "click-checkboxes", "click-option", "click-scroll-list",
                                          "social-media-all", "click-widget", "use-spinner", "focus-text-2")
-               for seed in (41, 42, 43, 44)])
+               for seed in (41, 42, 43, 44)]
+            + [("click-checkboxes-large", seed) for seed in range(41, 47)])
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,27 @@ def test_hedges_earn_only_what_a_person_acting_in_that_order_would(tasks):
         expected.append(int(kinds[0] == web_policy._quoted(page["click-widget"].query)[0]))
     assert _verdicts(pairs, workers=2) == expected
     assert 0 < sum(expected) < len(expected)  # both kinds of seed are in the sample
+
+
+def test_an_answer_with_one_wrong_box_is_wrong_though_miniwob_gives_it_partial_credit(tasks):
+    """click-checkboxes-large pays (right boxes - wrong boxes) / boxes: one wrong box of twelve earns a raw 0.83,
+    above the paper's 0.8. b needs the task solved (raw reward 1); a lower threshold shows it is not the time."""
+    pairs, partial = [], []
+    for seed in range(41, 47):
+        task = tasks["click-checkboxes-large", seed]
+        page = web_policy.read(task.question)
+        boxes = [label.full_text for label in page.root.all("label")]
+        asked = re.search(r"Select (.*) and click Submit", page.query).group(1)
+        wanted = [] if asked == "nothing" else [word.strip() for word in asked.split(",")]
+        extra = [box for box in boxes if box not in wanted][:1]
+        if extra and len(pairs) < 3:
+            pairs.append((task, "".join(f"agent.click_xpath(\"//label[text()='{word}']/input\")\n" for word in wanted + extra)
+                          + "agent.click_xpath(\"//button[@id='subbtn']\")"))
+            partial.append((len(boxes) - 2) / len(boxes))
+    results = WebEnvironment(workers=2, reward_threshold=0.5).execute(*zip(*pairs))
+    assert [(result.b, result.error_class) for result in results] == [(0, "wrong_answer")] * 3
+    assert [float(result.value) for result in results] == pytest.approx(partial)
+    assert min(partial) > 0.5
 
 
 def test_correct_programs_written_the_natural_ways_are_credited(tasks):

@@ -190,7 +190,8 @@ class WebEnvironment:
     max_actions: int = 50
     max_turns: int = 1
     browser_relaunches: int = 3  # per call: a browser that dies is started again this many times
-    action_timeout_s: float = 1.0
+    action_timeout_s: float = 1.0  # how long an action waits for its element to be there
+    hand: Hand = field(default_factory=Hand)
     html_dir: Path | None = None
     chromium: str = CHROMIUM
     domain: str = "web"
@@ -327,10 +328,6 @@ class WebEnvironment:
         """
         return await start(page, self._url(name), seed, expected, _OBSERVE_JS)
 
-    @property
-    def hand(self) -> Hand:
-        return Hand(wait_s=self.action_timeout_s, max_elements=self.max_actions)
-
     async def _episode(self, page: Any, name: str, seed: int, actions: list[Action], observe_after: bool,
                        expected: str) -> Episode:
         started = time.monotonic()
@@ -340,7 +337,8 @@ class WebEnvironment:
         async with self._clipboard if uses_clipboard and self._clipboard else contextlib.nullcontext():
             if uses_clipboard:
                 await page.evaluate(CLEAR_CLIPBOARD_JS)  # nothing an earlier episode copied is there to paste
-            performer = Performer(page, self.hand, lambda: self._over(page, token))
+            performer = Performer(page, self.hand, self.action_timeout_s, self.max_actions,
+                                  lambda: self._over(page, token))
             for action in actions:
                 try:
                     await performer.perform(action)

@@ -4,7 +4,7 @@ Clean state. A page is reused for the next episode of its task the way MiniWob++
 Synapse) restart episodes: in place, `Math.seedrandom(seed)` then `core.startEpisodeReal()`. The
 task's page rebuilds its problem, but the browser keeps what a program left behind, so before the
 restart everything a fresh load would not have is reset: the mouse leaves the page (nothing is
-hovered), the focused element is blurred, every scrolled element is scrolled back, local and
+hovered), the document gets the focus back and the focused element is blurred, every scrolled element is scrolled back, local and
 session storage are cleared, and (in `environments/web.py`, under the clipboard lock) the clipboard
 is emptied before any program that copies or pastes. Anything of the last episode that is still
 scheduled (a timer, an animation frame: an autocomplete about to open, a fade still running) could
@@ -86,6 +86,7 @@ INIT_JS = """(() => {
 # episode scheduled is still pending after `settleMs` (the caller loads the page afresh). Then seed the task's RNG,
 # start the episode and hand out refs; the token marks this document and episode.
 _START_JS = """async ([seed, token, settleMs]) => {
+  window.focus();  // the document has the focus, as on a fresh load (a program may have tabbed out of it)
   if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
   core.endEpisode(0);
   for (const deadline = Date.now() + settleMs; window.__envisions_pending() > 0;) {
@@ -216,13 +217,11 @@ class Failed(Exception):
 
 @dataclass(frozen=True)
 class Hand:
-    """How actions are paced: a person moves in steps, rests on a target before pressing, holds the button."""
+    """How a person's hand paces the mouse: it moves in steps, rests on a target before pressing, holds the button."""
 
-    wait_s: float = 1.0     # how long an action waits for its element to be there
     move_steps: int = 5     # mouse-move events on the way to a target
     rest_s: float = 0.05    # on the target before pressing (hover styles and handlers take effect)
     press_s: float = 0.02   # between button down and up
-    max_elements: int = 50  # elements one program may act on in all (an xpath may match many)
 
 
 async def start(page: Any, url: str, seed: int, expected: str, observe_js: str) -> str:
@@ -242,8 +241,11 @@ async def start(page: Any, url: str, seed: int, expected: str, observe_js: str) 
 class Performer:
     """Performs one program's actions on a page, counting the elements acted on."""
 
-    def __init__(self, page: Any, hand: Hand, episode_over: Callable[[], Awaitable[bool]]):
+    def __init__(self, page: Any, hand: Hand, wait_s: float, max_elements: int,
+                 episode_over: Callable[[], Awaitable[bool]]):
         self.page, self.hand, self.episode_over = page, hand, episode_over
+        self.wait_ms = wait_s * 1000
+        self.max_elements = max_elements  # elements acted on in all (one xpath may match many)
         self.elements = 0
 
     async def perform(self, action: Action) -> None:
@@ -254,46 +256,46 @@ class Performer:
         if action.kind == "press":
             await self.page.keyboard.press(action.arg)
             return
-        wait_ms = self.hand.wait_s * 1000
-        located = await self.page.evaluate(_LOCATE_JS, [action.arg, wait_ms])
+        located = await self.page.evaluate(_LOCATE_JS, [action.arg, self.wait_ms])
         if "error" in located:
             raise Failed(located["error"], located["message"])
-        acted = 0
-        for index in range(1 if action.kind == "click_option" else located["count"]):
-            aim = await self.page.evaluate(_AIM_JS, [index, wait_ms])
+        acted, count = 0, 1 if action.kind == "click_option" else located["count"]
+        for index in range(count):
+            aim = await self.page.evaluate(_AIM_JS, [index, self.wait_ms])
             if aim.get("skip"):
                 continue
             if "error" in aim:
                 raise Failed(aim["error"], aim["message"])
             self.elements += 1
-            if self.elements > self.hand.max_elements:
-                raise Failed(LIMIT, f"acted on more than {self.hand.max_elements} elements")
+            if self.elements > self.max_elements:
+                raise Failed(LIMIT, f"acted on more than {self.max_elements} elements")
             if aim.get("option") or action.kind == "click_option":
                 selected = await self.page.evaluate(_SELECT_JS, index)
                 if "error" in selected:
                     raise Failed(selected["error"], selected["message"])
             else:
-                await self.reach(index, aim, wait_ms)
+                await self.reach(index, aim)
                 if action.kind == "click_xpath":
                     await self.page.mouse.down()
                     await asyncio.sleep(self.hand.press_s)
                     await self.page.mouse.up()
             acted += 1
-            if await self.episode_over():
+            if index < count - 1 and await self.episode_over():  # the rest of the matches are not needed
                 return
         if not acted:
             raise Failed(NO_ELEMENT, f"no element {action.arg[:200]} matches could be acted on")
 
-    async def reach(self, index: int, aim: dict[str, Any], wait_ms: float) -> None:
+    async def reach(self, index: int, aim: dict[str, Any]) -> None:
         """Move onto the target and rest; aim again once if resting there changed what is under the mouse."""
         for attempt in range(2):
             await self.page.mouse.move(aim["x"], aim["y"], steps=self.hand.move_steps)
             await asyncio.sleep(self.hand.rest_s)
             if await self.page.evaluate(_HITS_JS, [index, aim["x"], aim["y"]]):
                 return
-            aim = await self.page.evaluate(_AIM_JS, [index, wait_ms if attempt == 0 else 0])
-            if aim.get("skip"):
-                raise Failed(NO_ELEMENT, "the target went away under the mouse")
-            if "error" in aim:
-                raise Failed(aim["error"], aim["message"])
+            if attempt == 0:
+                aim = await self.page.evaluate(_AIM_JS, [index, self.wait_ms])
+                if aim.get("skip"):
+                    raise Failed(NO_ELEMENT, "the target went away under the mouse")
+                if "error" in aim:
+                    raise Failed(aim["error"], aim["message"])
         raise Failed(COVERED, "the target moves away from under the mouse")
