@@ -6,7 +6,7 @@ prepared first, as the data set would be, and not timed.
 
 Run: .venv/bin/python benchmarks/web_execution.py [--episodes 120] [--workers 1 2 4] [--repeat 3] [--hand instant]
 Prints one JSON line per worker count and repetition, then the medians per worker count. Clicks are paced
-as a person's (web_page.Hand: moves in steps, rests 50 ms, holds the button 20 ms); `--hand instant` takes
+as a person's (web_page.Hand: moves in 3 steps, rests 50 ms, holds the button 20 ms); `--hand instant` takes
 the pacing out, to see what the rest of an episode (the clean restart, the checks) costs.
 """
 

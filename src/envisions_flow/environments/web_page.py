@@ -192,7 +192,10 @@ _AIM_JS = """async ([index, timeoutMs]) => {""" + _HELPERS + """
   }
 }"""
 
-_HITS_JS = """([index, x, y]) => {""" + _HELPERS + """
+# Rest on the point (as a hand does before pressing: hover styles and handlers take effect), then say
+# whether it still belongs to target `index`.
+_REST_JS = """async ([index, x, y, restMs]) => {""" + _HELPERS + """
+  await new Promise(resolve => setTimeout(resolve, restMs));
   return hits(window.__envisions_targets[index], x, y);
 }"""
 
@@ -219,7 +222,7 @@ class Failed(Exception):
 class Hand:
     """How a person's hand paces the mouse: it moves in steps, rests on a target before pressing, holds the button."""
 
-    move_steps: int = 5     # mouse-move events on the way to a target
+    move_steps: int = 3     # mouse-move events on the way to a target
     rest_s: float = 0.05    # on the target before pressing (hover styles and handlers take effect)
     press_s: float = 0.02   # between button down and up
 
@@ -289,8 +292,7 @@ class Performer:
         """Move onto the target and rest; aim again once if resting there changed what is under the mouse."""
         for attempt in range(2):
             await self.page.mouse.move(aim["x"], aim["y"], steps=self.hand.move_steps)
-            await asyncio.sleep(self.hand.rest_s)
-            if await self.page.evaluate(_HITS_JS, [index, aim["x"], aim["y"]]):
+            if await self.page.evaluate(_REST_JS, [index, aim["x"], aim["y"], self.hand.rest_s * 1000]):
                 return
             if attempt == 0:
                 aim = await self.page.evaluate(_AIM_JS, [index, self.wait_ms])
