@@ -123,19 +123,31 @@ _HELPERS = """
       && [...node.getClientRects()].some(box => box.width > 0 && box.height > 0);
   };
   const hits = (node, x, y) => { const hit = document.elementFromPoint(x, y); return !!hit && node.contains(hit); };
+  // the point nearest the centre among a 5 x 5 grid of each box (in the viewport); failing that, among
+  // all of it at pixel spacing (at most ~4,000 points a box), so a sliver left uncovered is found too
   const visiblePoint = node => {
-    const candidates = [];
-    for (const box of node.getClientRects()) {
-      const left = Math.max(box.left, 0), right = Math.min(box.right, window.innerWidth);
-      const top = Math.max(box.top, 0), bottom = Math.min(box.bottom, window.innerHeight);
-      if (right - left < 1 || bottom - top < 1) continue;
+    const boxes = [...node.getClientRects()].map(box => ({
+      left: Math.max(box.left, 0), right: Math.min(box.right, window.innerWidth),
+      top: Math.max(box.top, 0), bottom: Math.min(box.bottom, window.innerHeight),
+    })).filter(box => box.right - box.left >= 1 && box.bottom - box.top >= 1);
+    if (!boxes.length) return null;
+    const centre = [(boxes[0].left + boxes[0].right) / 2, (boxes[0].top + boxes[0].bottom) / 2];
+    const nearest = points => points.sort((a, b) => Math.hypot(a[0] - centre[0], a[1] - centre[1])
+      - Math.hypot(b[0] - centre[0], b[1] - centre[1])).find(([x, y]) => hits(node, x, y)) || null;
+    // whole pixels: a hit test (like the mouse event) rounds a fractional point
+    const inside = ([x, y]) => boxes.some(box => box.left <= x && x < box.right && box.top <= y && y < box.bottom);
+    const grid = [], fine = [];
+    for (const box of boxes) {
+      const width = box.right - box.left, height = box.bottom - box.top;
       for (const fy of [0.5, 0.3, 0.7, 0.15, 0.85]) {
-        for (const fx of [0.5, 0.3, 0.7, 0.15, 0.85]) candidates.push([left + (right - left) * fx, top + (bottom - top) * fy]);
+        for (const fx of [0.5, 0.3, 0.7, 0.15, 0.85]) grid.push([Math.round(box.left + width * fx), Math.round(box.top + height * fy)]);
+      }
+      const step = Math.max(1, Math.round(Math.sqrt(width * height / 4000)));
+      for (let y = Math.ceil(box.top); y < box.bottom; y += step) {
+        for (let x = Math.ceil(box.left); x < box.right; x += step) fine.push([x, y]);
       }
     }
-    const centre = candidates.length ? candidates[0] : null;
-    candidates.sort((a, b) => Math.hypot(a[0] - centre[0], a[1] - centre[1]) - Math.hypot(b[0] - centre[0], b[1] - centre[1]));
-    return candidates.find(([x, y]) => hits(node, x, y)) || null;
+    return nearest(grid.filter(inside)) || nearest(fine);
   };
   const animating = () => !!window.jQuery && window.jQuery(':animated').length > 0;
   const pause = () => new Promise(resolve => setTimeout(resolve, 20));
