@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,16 +43,15 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from ..sandbox import Limits
 from ..web_programs import Action, ProgramError, action_source, parse_program
 from .base import CORRECT, WRONG_ANSWER, Execution, Messages, StepOutcome, Task, chat, extract_fenced
-from .web_page import (BAD_XPATH, BROWSER_CRASH, CLEAR_CLIPBOARD_JS, COVERED, INIT_JS, NAVIGATED, NO_ELEMENT,
-                       NOT_DONE, PAGE_CRASH, STATE_JS, TIMEOUT, TOO_SLOW, Failed, Hand, Performer, start)
-
-log = logging.getLogger(__name__)
+from .web_page import (  # the browser's error classes, re-exported: callers know the web domain by this module
+    BAD_XPATH, BROWSER_CRASH, CLEAR_CLIPBOARD_JS, COVERED, NAVIGATED, NO_ELEMENT, NOT_DONE, PAGE_CRASH, STATE_JS, TIMEOUT,
+    TOO_SLOW, Failed, Hand, Performer, classify, start)
+from .web_pool import run_on_pages
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline-safe flags: no sandbox (we run as root in containers), no GPU, no background traffic.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]
-VIEWPORT = {"width": 500, "height": 320}  # MiniWob's window (miniwob.constants.WINDOW_*)
 
 
 def miniwob_html_dir() -> Path:
@@ -346,7 +344,7 @@ class WebEnvironment:
                     error_class = failure.error_class
                     break
                 except Exception as error:  # noqa: BLE001 - Playwright's errors, classified below
-                    raise _classify(error) from None
+                    raise classify(error) from None
                 if await self._over(page, token):
                     break
         state = await self._state(page, token)
@@ -368,7 +366,7 @@ class WebEnvironment:
         try:
             state = await page.evaluate(STATE_JS, token)
         except Exception as error:  # noqa: BLE001 - the document went away under us
-            raise _classify(error) from None
+            raise classify(error) from None
         if state is None:
             raise Failed(NAVIGATED, "the page left the task")
         return state
@@ -376,133 +374,9 @@ class WebEnvironment:
     # ---- the pool of pages ------------------------------------------------------------------
 
     async def _pool(self, jobs: list[J], one: Callable[[Any, J], Awaitable[R]], desc: str) -> list[R | Failed]:
-        """`one(page, job)` for every job on `workers` pages of one browser, each under the episode timeout.
-
-        A page that times out, crashes or errors is closed and replaced; its job counts as failed.
-        A browser that dies fails the episodes it was running (`browser_crash`) and is started
-        again, up to `browser_relaunches` times per call; after that the remaining jobs fail and
-        the call returns. Every browser is closed on every way out (KeyboardInterrupt cancels
-        this coroutine).
-        """
-        from playwright.async_api import async_playwright
-        from tqdm import tqdm
-
-        if not Path(self.chromium).exists():
-            raise RuntimeError(f"no Chromium at {self.chromium}: `apt-get install -y chromium` (or `make setup`)")
+        """`one(page, job)` for every job on `workers` pages of one browser (web_pool.run_on_pages)."""
         self._clipboard = asyncio.Lock()
-        results: list[R | Failed | None] = [None] * len(jobs)
-        pending = list(range(len(jobs)))[::-1]
         flags = CHROMIUM_FLAGS + [f"--js-flags=--max-old-space-size={self.limits.memory_mb}"]
-        async with async_playwright() as playwright:
-            browsers = _Browsers(lambda: playwright.chromium.launch(executable_path=self.chromium, args=flags),
-                                 self.browser_relaunches)
-            try:
-                await browsers.start()
-            except Exception as error:  # noqa: BLE001 - nothing ran yet: a broken set-up, not a program's fault
-                raise RuntimeError(f"cannot start Chromium ({self.chromium}): {str(error).splitlines()[0]}") from None
-            try:
-                with tqdm(total=len(jobs), desc=desc, unit="episode", disable=not self.progress) as bar:
-                    workers = [self._worker(browsers, jobs, pending, results, one, bar)
-                               for _ in range(max(1, min(self.workers, len(jobs))))]
-                    await asyncio.gather(*workers)
-            finally:
-                await browsers.close()
-        return results  # type: ignore[return-value]
-
-    async def _worker(self, browsers: "_Browsers", jobs: list[J], pending: list[int], results: list,
-                      one: Callable, bar: Any) -> None:
-        slot: list[Any] = []  # [browser, context, page] while this worker holds a usable page
-
-        async def attempt(job: J) -> Any:
-            if not slot:
-                browser = browsers.current
-                context = await browser.new_context(viewport=VIEWPORT)
-                slot.extend([browser, context])
-                await context.add_init_script(INIT_JS)  # counts the timers an episode leaves (web_page)
-                await context.grant_permissions(["clipboard-read", "clipboard-write"])
-                page = await context.new_page()
-                context.on("page", _close_popup)  # pop-ups a program opens are closed at once
-                slot.append(page)
-            return await one(slot[2], job)
-
-        try:
-            while pending:
-                index = pending.pop()
-                started = time.monotonic()
-                browser = slot[0] if slot else browsers.current
-                try:
-                    if not browser.is_connected():
-                        raise Failed(BROWSER_CRASH, "the browser is gone")
-                    # page creation counts too: it never returns if the browser dies under it
-                    results[index] = await asyncio.wait_for(attempt(jobs[index]), self.limits.timeout_s)
-                except Exception as error:  # noqa: BLE001 - each becomes an error class
-                    failure = error if isinstance(error, Failed) else (
-                        Failed(TIMEOUT, "episode timed out") if isinstance(error, TimeoutError) else _classify(error))
-                    if not browser.is_connected():
-                        failure = Failed(BROWSER_CRASH, "the browser is gone")
-                    failure.duration_s = time.monotonic() - started  # type: ignore[attr-defined]
-                    results[index] = failure
-                    # a page that hung, crashed or left the task (a navigation may still be in flight)
-                    # is replaced; one that only missed an element or an xpath is fine as it is
-                    if failure.error_class in {TIMEOUT, PAGE_CRASH, BROWSER_CRASH, NAVIGATED} or len(slot) < 3:
-                        if slot:
-                            await _close_quietly(slot[1])
-                        slot.clear()
-                    if failure.error_class == BROWSER_CRASH:
-                        await browsers.replace(browser)
-                bar.update(1)
-        finally:
-            if slot:
-                await _close_quietly(slot[1])
-
-
-class _Browsers:
-    """The browser the workers share, started again (a bounded number of times) when it dies."""
-
-    def __init__(self, launch: Callable[[], Awaitable[Any]], relaunches: int):
-        self._launch, self._relaunches_left = launch, relaunches
-        self._lock = asyncio.Lock()
-        self.all: list[Any] = []
-
-    @property
-    def current(self) -> Any:
-        return self.all[-1]
-
-    async def start(self) -> None:
-        self.all.append(await self._launch())
-
-    async def replace(self, dead: Any) -> None:
-        """A new browser in place of `dead`, unless another worker already replaced it or none are left."""
-        async with self._lock:
-            if dead is not self.current or self.current.is_connected() or self._relaunches_left <= 0:
-                return
-            self._relaunches_left -= 1
-            await _close_quietly(dead)
-            try:
-                await self.start()
-            except Exception as error:  # noqa: BLE001 - the remaining jobs fail with browser_crash
-                log.warning("could not start Chromium again: %s", str(error).splitlines()[0])
-                self._relaunches_left = 0
-            else:
-                log.warning("Chromium died; started a new one (%d restart(s) left)", self._relaunches_left)
-
-    async def close(self) -> None:
-        for browser in self.all:
-            await _close_quietly(browser, timeout_s=10)
-
-
-def _classify(error: BaseException) -> Failed:
-    """An error class for what Playwright raised on a page: it left the task, or it (or the browser) died."""
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    if "context was destroyed" in message or "navigat" in message.lower() or "detached" in message:
-        return Failed(NAVIGATED, message)
-    return Failed(PAGE_CRASH, message)
-
-
-def _close_popup(popup: Any) -> None:
-    asyncio.ensure_future(_close_quietly(popup))
-
-
-async def _close_quietly(target: Any, timeout_s: float = 5) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(target.close(), timeout_s)
+        return await run_on_pages(jobs, one, desc=desc, chromium=self.chromium, flags=flags, workers=self.workers,
+                                  timeout_s=self.limits.timeout_s, relaunches=self.browser_relaunches,
+                                  progress=self.progress)

@@ -230,6 +230,14 @@ class Failed(Exception):
         self.error_class = error_class
 
 
+def classify(error: BaseException) -> Failed:
+    """An error class for what Playwright raised on a page: it left the task, or it (or the browser) died."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if "context was destroyed" in message or "navigat" in message.lower() or "detached" in message:
+        return Failed(NAVIGATED, message)
+    return Failed(PAGE_CRASH, message)
+
+
 @dataclass(frozen=True)
 class Hand:
     """How a person's hand paces the mouse: it moves in steps, rests on a target before pressing, holds the button."""
