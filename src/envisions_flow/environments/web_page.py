@@ -4,13 +4,14 @@ Clean state. A page is reused for the next episode of its task the way MiniWob++
 Synapse) restart episodes: in place, `Math.seedrandom(seed)` then `core.startEpisodeReal()`. The
 task's page rebuilds its problem, but the browser keeps what a program left behind, so before the
 restart everything a fresh load would not have is reset: the mouse leaves the page (nothing is
-hovered), the document gets the focus back and the focused element is blurred, every scrolled element is scrolled back, local and
-session storage are cleared, and (in `environments/web.py`, under the clipboard lock) the clipboard
-is emptied before any program that copies or pastes. Anything of the last episode that is still
-scheduled (a timer, an animation frame: an autocomplete about to open, a fade still running) could
-change the new episode later, so then the page is loaded afresh instead; timers are counted by an
-init script that runs before the task's own scripts. The caller also compares the restarted page
-with the observation the policy saw and loads afresh on any difference.
+hovered), the document gets the focus back and its focused element is blurred, every scrolled
+element is scrolled back, local and session storage are cleared, and (in `environments/web.py`,
+under the clipboard lock) the clipboard is emptied before any program that copies or pastes.
+Anything of the last episode still scheduled (a timer, an animation frame: an autocomplete about
+to close, a fade still running) could change the new episode later, so when it does not run out
+within SETTLE_MS the page is loaded afresh instead; timers are counted by an init script that runs
+before the task's own scripts. The caller also compares the restarted page with the observation
+the policy saw and loads afresh on any difference.
 
 Actions. `click_xpath` and `movemouse` act on every element the xpath matches, in document order
 (Synapse's API, which the paper's agents were written against: its social-media-all exemplar likes
