@@ -1,6 +1,6 @@
 import pytest
 
-from envisions_flow.answers import NUMERIC, SYMBOLIC, is_correct, parse_number, unbox
+from envisions_flow.environments.math_answers import NUMERIC, SYMBOLIC, is_correct, parse_number, unbox
 
 
 @pytest.mark.parametrize(

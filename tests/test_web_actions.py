@@ -13,7 +13,7 @@ import pytest
 
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.web import COVERED, NO_ELEMENT, NOT_DONE, WebEnvironment, episode_id, miniwob_html_dir
-from envisions_flow.web_programs import LIMIT
+from envisions_flow.environments.web_programs import LIMIT
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
                                                       reason="no /usr/bin/chromium (make setup installs it)")]

@@ -40,13 +40,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from ..sandbox import Limits
-from ..web_programs import Action, ProgramError, action_source, parse_program
-from .base import CORRECT, WRONG_ANSWER, Execution, Messages, StepOutcome, Task, chat, extract_fenced
-from .web_page import (  # the browser's error classes, re-exported: callers know the web domain by this module
-    BAD_XPATH, BROWSER_CRASH, CLEAR_CLIPBOARD_JS, COVERED, NAVIGATED, NO_ELEMENT, NOT_DONE, PAGE_CRASH, STATE_JS, TIMEOUT,
-    TOO_SLOW, Failed, Hand, Performer, classify, start)
-from .web_pool import run_on_pages
+from envisions_flow.environments.base import (
+    CORRECT,
+    WRONG_ANSWER,
+    Execution,
+    Messages,
+    StepOutcome,
+    Task,
+    chat,
+    extract_fenced,
+)
+from envisions_flow.environments.sandbox import Limits
+from envisions_flow.environments.web_page import (  # the browser's error classes, re-exported from here
+    BAD_XPATH,
+    BROWSER_CRASH,
+    CLEAR_CLIPBOARD_JS,
+    COVERED,
+    NAVIGATED,
+    NO_ELEMENT,
+    NOT_DONE,
+    PAGE_CRASH,
+    STATE_JS,
+    TIMEOUT,
+    TOO_SLOW,
+    Failed,
+    Hand,
+    Performer,
+    classify,
+    start,
+)
+from envisions_flow.environments.web_pool import run_on_pages
+from envisions_flow.environments.web_programs import Action, ProgramError, action_source, parse_program
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline-safe flags: no sandbox (we run as root in containers), no GPU, no background traffic.
@@ -229,7 +253,7 @@ class WebEnvironment:
     @property
     def step_example(self) -> Messages:
         """A solved episode as conversation turns, shown first when rolling out few-shot."""
-        from ..agents import Step, react_messages  # here: agents imports this package
+        from envisions_flow.methods.agents import Step, react_messages  # here: agents imports this package
 
         steps = [Step(observation, thought, action, 0.0, False, "") for thought, action, observation in STEP_EXAMPLE_STEPS]
         return react_messages(self, steps)

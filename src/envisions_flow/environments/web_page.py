@@ -31,7 +31,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from ..web_programs import LIMIT, Action
+from envisions_flow.environments.web_programs import LIMIT, Action
 
 # Error classes of the browser side (the interpreter's are in web_programs).
 NOT_DONE = "not_done"          # the program ended before the episode did

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
-from .web_page import BROWSER_CRASH, INIT_JS, NAVIGATED, PAGE_CRASH, TIMEOUT, Failed, classify
+from envisions_flow.environments.web_page import BROWSER_CRASH, INIT_JS, NAVIGATED, PAGE_CRASH, TIMEOUT, Failed, classify
 
 log = logging.getLogger(__name__)
 
