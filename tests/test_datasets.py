@@ -9,7 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from envisions_flow.datasets.loaders import DataError, generate_word_problems, load_tasks, with_preset
+from envisions_flow.datasets.loaders import DataError, load_tasks, with_preset
+from envisions_flow.datasets.word_problems import generate_word_problems
+from envisions_flow.environments.math import MathEnvironment
+from envisions_flow.environments.web import WebEnvironment
 
 
 def test_generator_is_seeded_and_train_test_disjoint():
@@ -56,7 +59,7 @@ def test_jsonl_with_field_mapping_and_answer_format(tmp_path: Path):
     path.write_text("\n".join(json.dumps(row) for row in rows))
     spec = {"kind": "file", "path": str(path), "fields": {"question": "q", "answer": "a"}, "answer_format": "gsm8k",
             "name": "gsm"}
-    tasks = load_tasks(spec, "domains.math.train")
+    tasks = load_tasks(spec, "domains.math.train", MathEnvironment)
     assert tasks.to_dict("records") == [
         {"id": "gsm-0", "question": "What is 2+2?", "answer": "4", "source": "gsm"},
         {"id": "gsm-1", "question": "What is 1,000+1?", "answer": "1001", "source": "gsm"},
@@ -172,7 +175,7 @@ def test_unreachable_hub_names_the_key(monkeypatch):
 
 
 def test_miniwob_seeds_are_reproducible_and_train_test_disjoint():
-    from envisions_flow.datasets.loaders import MINIWOB_TASKS, miniwob_episodes
+    from envisions_flow.datasets.miniwob import MINIWOB_TASKS, miniwob_episodes
 
     assert len(MINIWOB_TASKS) == len(set(MINIWOB_TASKS)) == 44
     spec = {"kind": "miniwob", "episodes": 300, "seed": 3}
@@ -195,14 +198,14 @@ def test_miniwob_specs_are_checked_before_the_browser(spec, message):
     from envisions_flow.datasets.loaders import check_source
 
     with pytest.raises(DataError, match=message):
-        check_source(spec, "domains.web.train")
+        check_source(spec, "domains.web.train", WebEnvironment, "train")
 
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no /usr/bin/chromium (make setup installs it)")
 def test_miniwob_rows_hold_the_observation():
     spec = {"preset": "miniwob", "tasks": ["click-button", "enter-text"], "episodes": 2, "seed": 0, "split": "test"}
-    tasks = load_tasks(spec, "domains.web.testsets.miniwob", domain="web")
+    tasks = load_tasks(spec, "domains.web.testsets.miniwob", WebEnvironment)
     assert list(tasks.columns) == ["id", "question", "answer", "source"]
     assert tasks["answer"].tolist() == ["click-button", "click-button", "enter-text", "enter-text"]
     for row in tasks.itertuples():

@@ -8,7 +8,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Sequence
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
 
 from envisions_flow.environments.base import (
     CORRECT,
@@ -22,6 +24,7 @@ from envisions_flow.environments.base import (
 )
 from envisions_flow.environments.fork_server import address_space_limit
 from envisions_flow.environments.logic_programs import answer_or_error
+from envisions_flow.environments.registry import sandboxed_options
 from envisions_flow.environments.sandbox import Limits, run_many
 
 INSTRUCTION = (
@@ -60,6 +63,20 @@ class LogicEnvironment:
     progress: bool = False
     chunk_size: int = 64
     domain: str = "logic"
+    task_kinds = ("generated",)  # data it makes itself, beside file and hub data
+
+    @classmethod
+    def from_config(cls, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+                    progress: bool) -> "LogicEnvironment":
+        return cls(closed_world=bool(dataset.get("closed_world", False)), **sandboxed_options(execution, progress),
+                   **options)
+
+    @staticmethod
+    def load_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
+        """`kind: generated`: seeded ProofWriter-style theories labelled by the generator's own reasoning."""
+        from envisions_flow.datasets.theories import generate_theories
+
+        return generate_theories(spec, key)
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
         examples = [(f"{INSTRUCTION}\n\n{ONE_SHOT[0]}", self.render_solution(ONE_SHOT[1]))] if few_shot else []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
 
 from envisions_flow.environments import math_answers as answers
 from envisions_flow.environments.base import (
@@ -18,6 +20,7 @@ from envisions_flow.environments.base import (
     chat,
     extract_fenced,
 )
+from envisions_flow.environments.registry import sandboxed_options
 from envisions_flow.environments.sandbox import Limits, run_many
 
 INSTRUCTION = (
@@ -69,6 +72,20 @@ class MathEnvironment:
     workers: int = 2
     progress: bool = False
     domain: str = "math"
+    task_kinds = ("generated",)  # data it makes itself, beside file and hub data
+
+    @classmethod
+    def from_config(cls, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+                    progress: bool) -> "MathEnvironment":
+        return cls(answer_type=dataset.get("answer_type", answers.NUMERIC), **sandboxed_options(execution, progress),
+                   **options)
+
+    @staticmethod
+    def load_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
+        """`kind: generated`: seeded grade-school word problems (the demo's data)."""
+        from envisions_flow.datasets.word_problems import generate_word_problems
+
+        return generate_word_problems(spec, key)
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
         examples = [(_question_turn(q), self.render_solution(p)) for q, p in FEW_SHOT] if few_shot else []
