@@ -36,6 +36,7 @@ agent.click_xpath("//*[@data-wob_ref='" + str(4) + "']")
 
 LOGIC_CLASSES = {logic_programs.MISSING_SECTION, logic_programs.UNBALANCED, logic_programs.BAD_ATOM,
                  logic_programs.BAD_RULE, logic_programs.ARITY_CLASH, logic_programs.UNKNOWN_PREDICATE,
+                 logic_programs.EMPTY_PROGRAM, logic_programs.UNRELATED_QUERY, logic_programs.INCONSISTENT,
                  logic_programs.SOLVER}
 WEB_CLASSES = {web_programs.SYNTAX, web_programs.FORBIDDEN, web_programs.LIMIT, web_programs.RUNTIME,
                web_programs.BAD_KEY, web_programs.NO_PROGRAM}
@@ -60,7 +61,7 @@ def mutated(draw, text: str, alphabet: st.SearchStrategy[str]) -> str:
 
 LOGIC_PIECES = st.one_of(st.text(max_size=8), st.sampled_from(
     ["(", ")", "$x", "$y", ",", "&&", ">>>", ":::", "True", "False", "Query:", "Rules:", "\n", "Kind(", "not ",
-     "Nice($x, True)", ":-", ".", "#const", "%"]))
+     "Nice($x, True)", ":-", ".", "#const", "%", "!", "¬", "BIG(", "Facts:"]))
 WEB_PIECES = st.one_of(st.text(max_size=8), st.sampled_from(
     ["agent.", "click_xpath(", "type(", "press(", "'", '"', "(", ")", "\n", "    ", "for _ in range(", "):", "while True:",
      "import os", "__import__", "**", "* 10**9", "9" * 30, "open(", "eval(", "lambda: 0", "[", "]", "{", "}", "\\"]))

@@ -78,7 +78,7 @@ def check(config: dict[str, Any]) -> None:
         datasets = {"train": settings["train"], **settings["testsets"]}
         for name, spec in datasets.items():
             try:
-                check_source(spec, dataset_key(domain, name))
+                check_source(spec, dataset_key(domain, name), domain)
             except DataError as error:
                 raise ConfigError(str(error)) from None
         if not settings["testsets"]:

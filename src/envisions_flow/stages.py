@@ -33,8 +33,9 @@ log = logging.getLogger("envisions_flow")
 DEFAULT_SHARD_SIZE = 256   # inputs per shard of explore and refine
 EXECUTION_SHARD = 4_096    # programs per shard of execute
 
-# Error classes of programs that ran to the end (web: the episode also ended too slowly, or not at all).
-EXECUTED = {"", "wrong_answer", "no_answer", "too_slow", "not_done"}
+# Error classes of programs that ran to the end (math: also those whose answer the judge ran out of time on;
+# web: the episode also ended too slowly, or not at all).
+EXECUTED = {"", "wrong_answer", "no_answer", "judge_timeout", "too_slow", "not_done"}
 
 
 def _tasks(frame: pd.DataFrame) -> list[Task]:

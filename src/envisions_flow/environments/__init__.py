@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..answers import NUMERIC
+from ..answers import ABSOLUTE_AND_RELATIVE, NUMERIC
 from ..sandbox import Limits
 from .base import Environment, Execution, Task
 from .logic import LogicEnvironment
@@ -20,7 +20,8 @@ def make_environment(domain: str, settings: dict[str, Any], dataset: dict[str, A
     limits = Limits(timeout_s=float(execution["timeout_s"]), memory_mb=int(execution["memory_mb"]))
     common = {"limits": limits, "workers": int(execution["workers"]), "progress": progress}
     if domain == "math":
-        return MathEnvironment(answer_type=dataset.get("answer_type", NUMERIC), **common)
+        return MathEnvironment(answer_type=dataset.get("answer_type", NUMERIC),
+                               numeric_match=str(execution.get("numeric_match", ABSOLUTE_AND_RELATIVE)), **common)
     if domain == "logic":
         return LogicEnvironment(closed_world=bool(dataset.get("closed_world", False)), **common)
     if domain == "web":

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .. import answers
-from ..sandbox import Limits, run_many
+from ..sandbox import Limits, Outcome, run_many
 from .base import CORRECT, NO_ANSWER, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
 
 INSTRUCTION = (
@@ -55,6 +55,7 @@ class MathEnvironment:
     """Python executor environment for GSM8K-, SVAMP-, ASDiv-, GSM-Hard- and MATH-style data."""
 
     answer_type: str = answers.NUMERIC
+    numeric_match: str = answers.ABSOLUTE_AND_RELATIVE  # config key execution.numeric_match
     limits: Limits = field(default_factory=Limits)
     workers: int = 2
     progress: bool = False
@@ -86,17 +87,30 @@ class MathEnvironment:
             zip(runnable, run_many([(programs[i], "solution()") for i in runnable], self.limits, self.workers,
                                    progress=self.progress))
         )
-        results: list[Execution] = []
+        symbolic = self.answer_type == answers.SYMBOLIC
+        judge = answers.symbolic_verdict if symbolic else answers.numeric_verdict
+        results: dict[int, Execution] = {}
+        for_math_verify: list[int] = []
         for index, task in enumerate(tasks):
             outcome = outcomes.get(index)
             if outcome is None:
-                results.append(Execution(0, None, NO_PROGRAM, 0.0))
+                results[index] = Execution(0, None, NO_PROGRAM, 0.0)
             elif outcome.error_class:
-                results.append(Execution(0, None, outcome.error_class, outcome.duration_s))
+                results[index] = Execution(0, None, outcome.error_class, outcome.duration_s)
             elif outcome.value is None:
-                results.append(Execution(0, None, NO_ANSWER, outcome.duration_s))
-            elif answers.is_correct(outcome.value, task.answer, self.answer_type):
-                results.append(Execution(1, outcome.value, CORRECT, outcome.duration_s))
+                results[index] = Execution(0, None, NO_ANSWER, outcome.duration_s)
+            elif symbolic and answers.needs_math_verify(outcome.value, outcome.kind, task.answer):
+                for_math_verify.append(index)
             else:
-                results.append(Execution(0, outcome.value, WRONG_ANSWER, outcome.duration_s))
-        return results
+                correct = judge(outcome.value, outcome.kind, task.answer, self.numeric_match)
+                results[index] = _verdict(outcome, CORRECT if correct else WRONG_ANSWER)
+        verdicts = answers.math_verify_verdicts([(outcomes[i].value, tasks[i].answer) for i in for_math_verify],
+                                                self.limits.memory_mb, self.workers)
+        for index, error_class in zip(for_math_verify, verdicts):
+            results[index] = _verdict(outcomes[index], error_class)
+        return [results[i] for i in range(len(tasks))]
+
+
+def _verdict(outcome: Outcome, error_class: str) -> Execution:
+    """b = 1 exactly when the judge found no fault; the value is kept either way."""
+    return Execution(int(error_class == CORRECT), outcome.value, error_class, outcome.duration_s)
