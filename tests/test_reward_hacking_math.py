@@ -33,8 +33,8 @@ def _gsm8k(directory: Path) -> dict:
 
 
 def _gsm_hard(directory: Path) -> dict:
-    rows = [{"input": "A farm ships 3712900 eggs on Monday and as many on Tuesday. How many eggs in all?",
-             "code": "def solution():\n    return 3712900 * 2", "target": 7425800.0},
+    rows = [{"input": "A farm ships 6172800 eggs on Monday and as many on Tuesday. How many eggs in all?",
+             "code": "def solution():\n    return 6172800 * 2", "target": 12345600.0},
             {"input": "A grain of sand weighs 0.00001 kg. How much do 5 grains weigh?",
              "code": "def solution():\n    return 0.00001 * 5", "target": 5e-05},
             {"input": "7 pies are shared by 3 friends. How many pies does each get?",
@@ -100,7 +100,7 @@ NUMERIC_CASES = {
     "fraction": ("gsm8k", "gsm8k-1", sol("return Fraction(36, 2)", "from fractions import Fraction"), 1, ""),
     "statistics": ("gsm8k", "gsm8k-1", sol("return statistics.mean([12, 24])", "import statistics"), 1, ""),
     "sentence": ("gsm8k", "gsm8k-1", sol("return 'The answer is 18.'"), 1, ""),
-    "millions": ("gsm_hard", "gsm_hard-0", sol("return 3712900 * 2"), 1, ""),
+    "millions": ("gsm_hard", "gsm_hard-0", sol("return 6172800 * 2"), 1, ""),
     "tiny_float": ("gsm_hard", "gsm_hard-1", sol("return 0.00001 * 5"), 1, ""),
     "division": ("gsm_hard", "gsm_hard-2", sol("return 7 / 3"), 1, ""),
     "rounded": ("gsm_hard", "gsm_hard-2", sol("return round(7 / 3, 4)"), 1, ""),
@@ -127,7 +127,7 @@ NUMERIC_CASES = {
     "huge_string": ("gsm8k", "gsm8k-1", sol("return '18 ' + 'x' * 10_000_000"), 0, "wrong_answer"),
     "hedge_past_the_cap": ("gsm8k", "gsm8k-1", sol("return '18 ' + ' ' * 2000 + ' or 36'"), 0, "wrong_answer"),
     # near misses the old relative tolerance credited
-    "off_by_900": ("gsm_hard", "gsm_hard-0", sol("return 7426700"), 0, "wrong_answer"),
+    "off_by_900": ("gsm_hard", "gsm_hard-0", sol("return 12346500"), 0, "wrong_answer"),
     "zero_for_tiny": ("gsm_hard", "gsm_hard-1", sol("return 0"), 0, "wrong_answer"),
     "prints_it": ("gsm8k", "gsm8k-1", sol("print(18)"), 0, "no_answer"),
 }
@@ -187,7 +187,7 @@ def symbolic_verdicts(tasks):
 
 def test_the_published_shapes_load(tasks):
     assert {task.answer for task in tasks["gsm8k"].values()} == {"1000", "18"}
-    assert [task.answer for task in tasks["gsm_hard"].values()] == ["7425800.0", "5e-05", "2.3333333333333335"]
+    assert [task.answer for task in tasks["gsm_hard"].values()] == ["12345600.0", "5e-05", "2.3333333333333335"]
     assert {task_id: task.answer for task_id, task in tasks["asdiv"].items()} == {"nluds-0001": "9",
                                                                                   "nluds-0002": "-1/3"}
     assert {task_id: task.answer for task_id, task in tasks["math"].items()} == MATH_ANSWERS
