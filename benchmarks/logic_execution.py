@@ -13,9 +13,9 @@ import time
 
 from common import emit, median_line, peak_rss_mb
 
+from envisions_flow.datasets.theories import ATTRIBUTES, _theory, theory_program
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.logic import LogicEnvironment
-from envisions_flow.theories import ATTRIBUTES, _theory, theory_program
 
 
 def programs(count: int, seed: int = 0) -> list[str]:

@@ -19,10 +19,10 @@ import time
 
 from common import cpu_seconds, emit, median_line, peak_rss_mb
 
-from envisions_flow.datasets import generate_word_problems
+from envisions_flow.datasets.loaders import generate_word_problems
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
-from envisions_flow.sandbox import Limits
+from envisions_flow.environments.sandbox import Limits
 
 CRASHING = [
     "def solution():\n    items = [1, 2, 3]\n    return items[7]",

@@ -21,9 +21,10 @@ import pandas as pd
 from common import embedded_model_dir, emit, median_line, peak_rss_mb
 from math_execution import pal_program
 
-from envisions_flow.datasets import generate_word_problems
+from envisions_flow.datasets.loaders import generate_word_problems
 from envisions_flow.environments.math import MathEnvironment
-from envisions_flow.training import build_examples, make_trainer
+from envisions_flow.training.examples import build_examples
+from envisions_flow.training.trainers import make_trainer
 
 
 def selections(count: int) -> tuple[pd.DataFrame, pd.DataFrame]:

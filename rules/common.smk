@@ -4,17 +4,17 @@ import re
 import yaml
 from snakemake.exceptions import WorkflowError
 
-from envisions_flow.artifacts import ArtifactError, check_results
-from envisions_flow.config import (
+from envisions_flow.workflow.artifacts import ArtifactError, check_results
+from envisions_flow.workflow.config import (
     ConfigError,
     check,
     dataset_spec,
     domain_settings,
     train_dataset,
 )
-from envisions_flow.mixture import mixture_parts
-from envisions_flow.report import report_runs
-from envisions_flow.runs import (
+from envisions_flow.methods.mixture import mixture_parts
+from envisions_flow.report.catalogue import report_runs
+from envisions_flow.workflow.runs import (
     agent_run_dirs,
     all_run_dirs,
     check_runs,

@@ -1,5 +1,5 @@
 # IPR: SFT on expert trajectories, then per iteration Monte Carlo step rewards along the experts'
-# paths, contrastive step and outcome pairs, and o-DPO + s-DPO + SFT training (src/envisions_flow/ipr.py).
+# paths, contrastive step and outcome pairs, and o-DPO + s-DPO + SFT training (src/envisions_flow/methods/ipr.py).
 
 
 rule ipr_sft:

@@ -1,6 +1,6 @@
 # Synthetic-mixture self-improvement: the policy's own trajectories filtered without labels
 # (in-domain), novel tasks with hypothetical trajectories it writes (out-of-domain), and LoRA
-# fine-tuning on mixture A, B or C (src/envisions_flow/mixture.py).
+# fine-tuning on mixture A, B or C (src/envisions_flow/methods/mixture.py).
 
 
 rule mixture_indomain:

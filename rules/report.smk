@@ -1,4 +1,4 @@
-# Report: the paper's tables and figures from the configured runs (src/envisions_flow/report.py).
+# Report: the paper's tables and figures from the configured runs (src/envisions_flow/report/).
 # Each rule reads exactly the files of the runs it compares: `snakemake results/report/table2.md`
 # builds only what Table 2 needs. `snakemake report_all`, then `snakemake --report report.html`.
 

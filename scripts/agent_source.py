@@ -1,5 +1,5 @@
-from envisions_flow.agent_stages import source_trajectories
-from envisions_flow.logs import rule_job
+from envisions_flow.stages.agents import source_trajectories
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     source_trajectories(

@@ -1,5 +1,5 @@
-from envisions_flow.logs import rule_job
-from envisions_flow.models import convert_base_model
+from envisions_flow.workflow.logs import rule_job
+from envisions_flow.workflow.models import convert_base_model
 
 with rule_job(snakemake):
     convert_base_model(snakemake.params.model, snakemake.output[0])

@@ -1,5 +1,5 @@
-from envisions_flow.logs import rule_job
-from envisions_flow.stages import explore
+from envisions_flow.stages.explore import explore
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     explore(

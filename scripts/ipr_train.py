@@ -1,5 +1,5 @@
-from envisions_flow.agent_stages import ipr_train
-from envisions_flow.logs import rule_job
+from envisions_flow.stages.ipr import ipr_train
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     ipr_train(

@@ -1,5 +1,5 @@
-from envisions_flow.agent_stages import mixture_synthetic
-from envisions_flow.logs import rule_job
+from envisions_flow.stages.mixture import mixture_synthetic
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     mixture_synthetic(

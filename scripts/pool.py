@@ -1,5 +1,5 @@
-from envisions_flow.logs import rule_job
-from envisions_flow.stages import build_pool
+from envisions_flow.stages.select import build_pool
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     build_pool(

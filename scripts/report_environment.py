@@ -1,5 +1,5 @@
-from envisions_flow.logs import rule_job
-from envisions_flow.report import environment
+from envisions_flow.report.environment.environment import environment
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     environment(snakemake.config, snakemake.output[0])

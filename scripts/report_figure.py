@@ -1,5 +1,5 @@
-from envisions_flow.logs import rule_job
-from envisions_flow.report import figure
+from envisions_flow.report.figures import figure
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     figure(

@@ -1,5 +1,5 @@
-from envisions_flow.logs import rule_job
-from envisions_flow.report import write_table
+from envisions_flow.report.tables import write_table
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     write_table(

@@ -1,5 +1,5 @@
-from envisions_flow.logs import rule_job
-from envisions_flow.stages import select
+from envisions_flow.stages.select import select
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     select(

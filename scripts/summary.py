@@ -1,5 +1,5 @@
-from envisions_flow.logs import rule_job
-from envisions_flow.stages import summarize
+from envisions_flow.stages.analysis import summarize
+from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     summarize(snakemake.input.evals, snakemake.input.pools, snakemake.output[0])

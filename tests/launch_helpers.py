@@ -6,7 +6,7 @@ CPU its state counts 1 process while DeepSpeed's world has 2, and DeepSpeed stop
 "train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size 2 != 2 * 1 * 2".
 (`use_cpu` cannot be combined with DeepSpeed: TrainingArguments then leaves DeepSpeed out.) This shim
 tells accelerate that the backend is gloo on CPU; everything else is the production path
-(envisions_flow.training.train). It also records, per rank, how ZeRO-3 partitioned the weights.
+(envisions_flow.training.trainers.train). It also records, per rank, how ZeRO-3 partitioned the weights.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import torch
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType
 
-from envisions_flow import training
+from envisions_flow.training import trainers as training
 
 _prepare_backend = PartialState._prepare_backend
-_save = training._save
+_save = training.save_checkpoint
 
 
 def _cpu_backend(self, cpu=False, sagemaker_dp=False, backend=None):
@@ -49,5 +49,5 @@ def make_rank_dir(parent: str) -> None:
 
 def train(*args):
     PartialState._prepare_backend = _cpu_backend
-    training._save = _recording_save
+    training.save_checkpoint = _recording_save
     return training.train(*args)

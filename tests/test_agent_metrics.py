@@ -5,10 +5,17 @@ import math
 import numpy as np
 import pytest
 
-from envisions_flow.agent_metrics import (aligned_similarity, bootstrap_ci, capability_groups, capability_score,
-                                          dtw_path, functional_correctness, metric_summary, trivial_baseline,
-                                          vertex_dtw)
-
+from envisions_flow.methods.agent_metrics import (
+    aligned_similarity,
+    bootstrap_ci,
+    capability_groups,
+    capability_score,
+    dtw_path,
+    functional_correctness,
+    metric_summary,
+    trivial_baseline,
+    vertex_dtw,
+)
 
 # orthogonal step embeddings: three reference steps and a "do nothing" step
 A, B, C, D, STOP = np.eye(5)

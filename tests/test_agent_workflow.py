@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from envisions_flow import artifacts as art
-from envisions_flow.agents import trajectories_from_frame
-from envisions_flow.config import ConfigError
-from envisions_flow.runs import check_runs
 from test_workflow import ROOT, TINY, snakemake, workflow_copy
+
+from envisions_flow.methods.agents import trajectories_from_frame
+from envisions_flow.workflow import artifacts as art
+from envisions_flow.workflow.config import ConfigError
+from envisions_flow.workflow.runs import check_runs
 
 CHROMIUM = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (make setup)")
 SCHEMA = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
@@ -79,9 +79,9 @@ def test_agent_runs_are_checked_against_their_papers_and_sources():
 @CHROMIUM
 def test_whole_programs_become_step_trajectories_that_replay_to_success(tmp_path: Path):
     """An ENVISIONS run's solved programs, split into agent calls and replayed prefix by prefix."""
-    from envisions_flow.agent_stages import trajectories_from_programs
     from envisions_flow.environments.base import Task
     from envisions_flow.environments.web import ONE_SHOT, WebEnvironment
+    from envisions_flow.stages.agents import trajectories_from_programs
 
     environment = WebEnvironment(workers=2)
     task = Task("enter-text:7", ONE_SHOT[0], "enter-text")

@@ -7,12 +7,22 @@ import re
 import pandas as pd
 import pytest
 
-from envisions_flow.agents import (NO_ACTION, STEP_LIMIT, Start, Step, parse_step, react_messages, render_step,
-                                   rollout, trajectories_from_frame, trajectory_rows)
-from envisions_flow.artifacts import TRAJECTORIES, read_table, write_table
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.counter import INVALID_ACTION, CounterEnvironment, counter_task
-from envisions_flow.generation import Generation
+from envisions_flow.generation.base import Generation
+from envisions_flow.methods.agents import (
+    NO_ACTION,
+    STEP_LIMIT,
+    Start,
+    Step,
+    parse_step,
+    react_messages,
+    render_step,
+    rollout,
+    trajectories_from_frame,
+    trajectory_rows,
+)
+from envisions_flow.workflow.artifacts import TRAJECTORIES, read_table, write_table
 
 
 class CounterPolicy:
@@ -125,9 +135,10 @@ def test_trajectories_survive_the_parquet_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_trajectory_example_masks_everything_but_the_agents_turns(base_model):
-    from envisions_flow.training import _tokenizer, trajectory_example
+    from envisions_flow.training.examples import trajectory_example
+    from envisions_flow.training.trainers import load_tokenizer
 
-    tokenizer = _tokenizer(base_model)
+    tokenizer = load_tokenizer(base_model)
     environment = CounterEnvironment()
     task = counter_task("a", 0, 1)
     steps = (Step(task.question, "go up", "inc", 0.0, False, ""),

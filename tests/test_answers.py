@@ -2,11 +2,11 @@
 
 import pytest
 
-from envisions_flow import answers
-from envisions_flow.answers import (ABSOLUTE, ABSOLUTE_AND_RELATIVE, JUDGE_TIMEOUT, math_verify_verdicts,
-                                    numbers_match, numeric_verdict, parse_number, symbolic_verdict, unbox,
-                                    verify_latex)
-from envisions_flow.fork_server import BOOL, COMPLEX, CONTAINER, EXPRESSION, MAPPING, NUMBER, OTHER, STRING
+from envisions_flow.environments import math_answers as answers
+from envisions_flow.environments.fork_server import BOOL, COMPLEX, CONTAINER, EXPRESSION, MAPPING, NUMBER, OTHER, STRING
+from envisions_flow.environments.math_answers import (ABSOLUTE, JUDGE_TIMEOUT, math_verify_verdicts, numbers_match,
+                                                      numeric_verdict, parse_number, symbolic_verdict, unbox,
+                                                      verify_latex)
 
 
 @pytest.mark.parametrize(

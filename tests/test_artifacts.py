@@ -4,7 +4,7 @@ import stat
 import pandas as pd
 import pytest
 
-from envisions_flow import artifacts as art
+from envisions_flow.workflow import artifacts as art
 
 
 def test_round_trip_keeps_the_schema(tmp_path):

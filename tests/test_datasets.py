@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from envisions_flow.datasets import DataError, generate_word_problems, load_tasks, with_preset
+from envisions_flow.datasets.loaders import DataError, generate_word_problems, load_tasks, with_preset
 
 
 def test_generator_is_seeded_and_train_test_disjoint():
@@ -176,7 +176,7 @@ def test_unreachable_hub_names_the_key(monkeypatch):
 
 
 def test_miniwob_seeds_are_reproducible_and_train_test_disjoint():
-    from envisions_flow.datasets import MINIWOB_TASKS, miniwob_episodes
+    from envisions_flow.datasets.loaders import MINIWOB_TASKS, miniwob_episodes
 
     assert len(MINIWOB_TASKS) == len(set(MINIWOB_TASKS)) == 44
     spec = {"kind": "miniwob", "episodes": 300, "seed": 3}
@@ -196,7 +196,7 @@ def test_miniwob_seeds_are_reproducible_and_train_test_disjoint():
     ({"kind": "miniwob", "tasks": ["click-button"], "episodes": 1, "split": "dev"}, "split"),
 ])
 def test_miniwob_specs_are_checked_before_the_browser(spec, message):
-    from envisions_flow.datasets import check_source
+    from envisions_flow.datasets.loaders import check_source
 
     with pytest.raises(DataError, match=message):
         check_source(spec, "domains.web.train")

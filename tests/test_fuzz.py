@@ -5,9 +5,10 @@ classified refusal; neither raises anything else or hangs."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from envisions_flow import logic_programs, web_programs
+from envisions_flow.environments import logic_programs, web_programs
 from envisions_flow.environments.web import ONE_SHOT
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,7 +9,7 @@ import tqdm
 
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
-from envisions_flow.generation import sequence_logprob
+from envisions_flow.generation.transformers_backend import sequence_logprob
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_greedy_decoding_matches_transformers_generate(backend):
 def test_drawn_tokens_follow_the_distribution_and_carry_its_log_probs():
     import torch
 
-    from envisions_flow.generation import draw_tokens
+    from envisions_flow.generation.transformers_backend import draw_tokens
 
     probabilities = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
     logits = probabilities.log().expand(20000, -1)
@@ -92,7 +92,7 @@ def test_draws_over_many_blocks_reach_every_token_with_its_probability_and_skip_
     """A vocabulary of 4 blocks and a part: zero-probability runs at block edges, a whole empty block."""
     import torch
 
-    from envisions_flow.generation import draw_tokens
+    from envisions_flow.generation.transformers_backend import draw_tokens
 
     weights = torch.rand(1100, generator=torch.Generator().manual_seed(1)) + 0.5
     impossible = torch.zeros(1100, dtype=torch.bool)
@@ -113,7 +113,7 @@ def test_a_preallocated_cache_gives_the_logits_of_a_dynamic_one_even_past_its_ca
     import torch
     from transformers import DynamicCache
 
-    from envisions_flow.generation import preallocated_cache
+    from envisions_flow.generation.transformers_backend import preallocated_cache
 
     ids = backend.tokenizer(_prompts(backend, False)[:1], return_tensors="pt")["input_ids"]
     steps = torch.tensor([[backend.tokenizer.eos_token_id], [13], [42]])
@@ -135,7 +135,7 @@ def test_samples_keep_their_own_prompt_while_rows_and_prompts_leave_the_batch(ba
     leave the batch in many compactions, whole prompts among them while later ones stay; an
     attention that mixed up rows or prompts after a compaction would give other log-probs.
     """
-    from envisions_flow.generation import SharedPrompts
+    from envisions_flow.generation.transformers_backend import SharedPrompts
 
     stop = backend.tokenizer(" the", add_special_tokens=False)["input_ids"][-1]
     kept = []
@@ -182,7 +182,7 @@ def test_sampling_past_a_models_attention_window_is_refused_by_name(base_model, 
     """Prompts attend as a whole; a model with windowed layers samples only within its window."""
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
-    from envisions_flow.generation import TransformersBackend
+    from envisions_flow.generation.transformers_backend import TransformersBackend
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     config = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

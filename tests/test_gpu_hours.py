@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from envisions_flow import gpu_hours as gh
-from envisions_flow.config import ConfigError
+from envisions_flow.workflow import gpu_hours as gh
+from envisions_flow.workflow.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

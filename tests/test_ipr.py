@@ -10,12 +10,21 @@ from collections import Counter
 import pytest
 import torch
 
-from envisions_flow.agents import Step, Trajectory, render_step
-from envisions_flow.artifacts import IPR_PAIRS, IPR_STEPS, read_table, write_table
 from envisions_flow.environments.counter import CounterEnvironment, counter_task
-from envisions_flow.generation import Generation
-from envisions_flow.ipr import (Candidate, contrastive_pairs, dpo_loss, explore_expert, loss_weights,
-                                mean_step_rewards, messages_from_cell, mixture_loss, step_rewards)
+from envisions_flow.generation.base import Generation
+from envisions_flow.methods.agents import Step, Trajectory, render_step
+from envisions_flow.methods.ipr import (
+    Candidate,
+    contrastive_pairs,
+    dpo_loss,
+    explore_expert,
+    loss_weights,
+    mean_step_rewards,
+    messages_from_cell,
+    mixture_loss,
+    step_rewards,
+)
+from envisions_flow.workflow.artifacts import IPR_PAIRS, IPR_STEPS, read_table, write_table
 
 ENV = CounterEnvironment()
 N = 5

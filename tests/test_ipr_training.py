@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from envisions_flow.agents import Step, Trajectory
 from envisions_flow.environments.counter import CounterEnvironment, counter_task
-from envisions_flow.ipr import contrastive_pairs
-from envisions_flow.training import ipr_examples, train_ipr, trajectory_example
+from envisions_flow.methods.agents import Step, Trajectory
+from envisions_flow.methods.ipr import contrastive_pairs
+from envisions_flow.training.examples import trajectory_example
+from envisions_flow.training.ipr_trainer import ipr_examples, train_ipr
 
 pytestmark = pytest.mark.slow
 

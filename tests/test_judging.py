@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from envisions_flow.environments.base import Task
-from envisions_flow.judging import judge_prompt, judged_pairs, load_warmup, parse_score
+from envisions_flow.methods.judging import judge_prompt, judged_pairs, load_warmup, parse_score
 
 
 @pytest.mark.parametrize(("text", "score"), [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from envisions_flow.launch import LaunchError, Topology, command, launch, topology
+from envisions_flow.training.launch import LaunchError, Topology, command, launch, topology
 
 TESTS = Path(__file__).parent
 
@@ -28,7 +28,7 @@ def test_one_node_uses_torchrun_standalone(tmp_path):
     argv = command(Topology(1, 4), tmp_path / "spec.pickle", env={})
     assert argv[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc-per-node=4" in argv and "--nnodes=1" in argv and "--standalone" in argv
-    assert argv[-3:] == ["-m", "envisions_flow.launch", str(tmp_path / "spec.pickle")]
+    assert argv[-3:] == ["-m", "envisions_flow.training.launch", str(tmp_path / "spec.pickle")]
     assert "srun" not in argv
 
 
@@ -101,7 +101,7 @@ def _examples(base_model):
     from transformers import AutoTokenizer
 
     from envisions_flow.environments.math import MathEnvironment
-    from envisions_flow.training import build_examples
+    from envisions_flow.training.examples import build_examples
 
     return build_examples(U1, U2, MathEnvironment(), AutoTokenizer.from_pretrained(base_model))
 
@@ -141,7 +141,7 @@ def _config(training: dict) -> dict:
     import yaml
     from snakemake.utils import validate
 
-    from envisions_flow.runs import deep_merge
+    from envisions_flow.workflow.runs import deep_merge
 
     config = deep_merge(*(yaml.safe_load((TESTS.parent / "config" / name).read_text())
                           for name in ("config.yaml", "demo.yaml")))
@@ -151,28 +151,30 @@ def _config(training: dict) -> dict:
 
 
 def test_the_train_stage_hands_itself_to_the_launcher(monkeypatch, tmp_path):
-    from envisions_flow import launch as launcher, stages
+    from envisions_flow.stages.train import train
+    from envisions_flow.training import launch as launcher
 
     calls = []
     monkeypatch.setattr(launcher, "launch", lambda *args: calls.append(args) or True)
     config = _config({"processes_per_node": 2})
     out = str(tmp_path / "math" / "iter1" / "checkpoint")
-    stages.train(config, "math", 1, "base", "u1.parquet", "u2.parquet", out)  # returns before reading anything
-    assert calls == [("envisions_flow.stages:train", [config, "math", 1, "base", "u1.parquet", "u2.parquet", out],
+    train(config, "math", 1, "base", "u1.parquet", "u2.parquet", out)  # returns before reading anything
+    assert calls == [("envisions_flow.stages.train:train", [config, "math", 1, "base", "u1.parquet", "u2.parquet", out],
                       config["domains"]["math"]["training"], Path(out).parent)]
 
 
 @pytest.mark.slow
 def test_two_cpu_processes_train_and_rank_0_writes_the_checkpoint(base_model, tmp_path, monkeypatch):
     """The train stage as the rule runs it, asked for two processes: torchrun, gloo, one checkpoint."""
-    from envisions_flow import artifacts as art, stages
+    from envisions_flow.stages.train import train
+    from envisions_flow.workflow import artifacts as art
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     config = _config({key: value for key, value in SETTINGS.items() if key != "seed"})
     art.write_table(U1, tmp_path / "u1.parquet", art.U1)
     art.write_table(U2, tmp_path / "u2.parquet", art.U2)
     out = tmp_path / "math" / "iter1" / "checkpoint"
-    stages.train(config, "math", 1, str(base_model), str(tmp_path / "u1.parquet"), str(tmp_path / "u2.parquet"),
+    train(config, "math", 1, str(base_model), str(tmp_path / "u1.parquet"), str(tmp_path / "u2.parquet"),
                  str(out))
     _check_checkpoint(base_model, out, _examples(base_model))
 

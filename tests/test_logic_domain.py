@@ -8,12 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from envisions_flow.datasets import load_tasks
+from envisions_flow.datasets.loaders import load_tasks
+from envisions_flow.datasets.theories import (
+    ATTRIBUTES,
+    _theory,
+    forward_chain,
+    generate_theories,
+    label,
+    theory_program,
+)
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.logic import ONE_SHOT, LogicEnvironment
-from envisions_flow.logic_programs import answer
-from envisions_flow.sandbox import Limits
-from envisions_flow.theories import ATTRIBUTES, _theory, forward_chain, generate_theories, label, theory_program
+from envisions_flow.environments.logic_programs import answer
+from envisions_flow.environments.sandbox import Limits
 
 
 @pytest.mark.parametrize("closed_world", [False, True])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from envisions_flow.logic_programs import (
+from envisions_flow.environments.logic_programs import (
     ARITY_CLASH,
     BAD_ATOM,
     BAD_RULE,

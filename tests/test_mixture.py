@@ -7,12 +7,25 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from envisions_flow.agents import Step, Trajectory
 from envisions_flow.environments.base import Task
-from envisions_flow.generation import Generation
-from envisions_flow.mixture import (ENVIRONMENT_ERROR, REFUSAL, SELF_DECLARED_FAILURE, UNPARSABLE, Embedder,
-                                    balanced_steps, filter_reason, filter_trajectories, mixture_parts,
-                                    objective_of, parse_synthetic, render_example, step_conversation, synthesize)
+from envisions_flow.generation.base import Generation
+from envisions_flow.methods.agents import Step, Trajectory
+from envisions_flow.methods.mixture import (
+    ENVIRONMENT_ERROR,
+    REFUSAL,
+    SELF_DECLARED_FAILURE,
+    UNPARSABLE,
+    Embedder,
+    balanced_steps,
+    filter_reason,
+    filter_trajectories,
+    mixture_parts,
+    objective_of,
+    parse_synthetic,
+    render_example,
+    step_conversation,
+    synthesize,
+)
 
 PAGE = "Instruction: Click on the \"ok\" button.\nHTML: <div id=\"wrap\"><button>ok</button></div>"
 
@@ -159,9 +172,10 @@ def test_lora_fine_tuning_saves_a_plain_merged_checkpoint(tmp_path, base_model):
     from transformers import AutoModelForCausalLM
 
     from envisions_flow.environments.counter import CounterEnvironment
-    from envisions_flow.training import _tokenizer, train_trajectories, trajectory_example
+    from envisions_flow.training.examples import trajectory_example
+    from envisions_flow.training.trainers import load_tokenizer, train_trajectories
 
-    environment, tokenizer = CounterEnvironment(), _tokenizer(base_model)
+    environment, tokenizer = CounterEnvironment(), load_tokenizer(base_model)
     episode = trajectory("x", ("up", "inc", ""), ("there", "submit", ""))
     examples = [trajectory_example(tokenizer, *step_conversation(environment, episode, index)) for index in (0, 1)]
     settings = {"epochs": 1, "learning_rate": 1e-3, "lr_scheduler": "constant", "warmup_ratio": 0.0,

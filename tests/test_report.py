@@ -13,10 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from envisions_flow import artifacts as art
-from envisions_flow import report, stages
 from envisions_flow.environments.base import Execution, Task
-from envisions_flow.runs import run_dir
+from envisions_flow.report.catalogue import FIGURES, paper_numbers, report_runs
+from envisions_flow.report.environment import environment
+from envisions_flow.report.figures import figure
+from envisions_flow.report.tables import write_table
+from envisions_flow.stages.evaluate import web_success
+from envisions_flow.workflow import artifacts as art
+from envisions_flow.workflow.runs import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,13 +112,13 @@ def results(tmp_path: Path):
 
 
 def _entries(name: str, paths: dict, config: dict = CONFIG) -> list[list[str]]:
-    return [[domain, run, paths[(domain, run)]] for domain, run in report.report_runs(config, name)]
+    return [[domain, run, paths[(domain, run)]] for domain, run in report_runs(config, name)]
 
 
 def _render(tmp_path: Path, name: str, evals: dict, config: dict = CONFIG) -> tuple[pd.DataFrame, str]:
     out = tmp_path / "report"
     out.mkdir(exist_ok=True)
-    report.write_table(config, name, _entries(name, evals, config), out / f"{name}.md", out / f"{name}.csv",
+    write_table(config, name, _entries(name, evals, config), out / f"{name}.md", out / f"{name}.csv",
                        out / f"{name}.tex")
     assert "\\begin{tabular}" in (out / f"{name}.tex").read_text()
     frame = pd.read_csv(out / f"{name}.csv", dtype=str, keep_default_na=False)
@@ -122,18 +126,18 @@ def _render(tmp_path: Path, name: str, evals: dict, config: dict = CONFIG) -> tu
 
 
 def test_runs_per_table():
-    assert report.report_runs(CONFIG, "table2") == [("math", "envisions"), ("math", "fewshot"), ("math", "star"),
+    assert report_runs(CONFIG, "table2") == [("math", "envisions"), ("math", "fewshot"), ("math", "star"),
                                                      ("logic", "envisions"), ("logic", "fewshot")]
-    assert report.report_runs(CONFIG, "table3") == [("math", "envisions"), ("math", "no_l2"),
+    assert report_runs(CONFIG, "table3") == [("math", "envisions"), ("math", "no_l2"),
                                                      ("logic", "envisions"), ("logic", "no_l2")]
-    assert report.report_runs(CONFIG, "table5") == [("math", "envisions"), ("math", "k10"), ("logic", "envisions")]
-    assert [pair for pair in report.report_runs(CONFIG, "table8") if pair[0] == "logic"] == []
-    assert ("math", "continual") in report.report_runs(CONFIG, "table9")
-    assert report.report_runs(CONFIG, "table11") == []
+    assert report_runs(CONFIG, "table5") == [("math", "envisions"), ("math", "k10"), ("logic", "envisions")]
+    assert [pair for pair in report_runs(CONFIG, "table8") if pair[0] == "logic"] == []
+    assert ("math", "continual") in report_runs(CONFIG, "table9")
+    assert report_runs(CONFIG, "table11") == []
 
 
 def test_paper_numbers_are_consistent():
-    numbers = report.paper_numbers()
+    numbers = paper_numbers()
     for table in ("table2", "table3", "table5"):
         for model, rows in numbers[table].items():
             for key, row in rows.items():
@@ -237,7 +241,7 @@ def test_table11_without_and_with_web_runs(tmp_path: Path, results):
         # per_task as the evaluate stage writes it
         tasks = [Task(f"{name}:{seed}", "", name) for seed, (name, _) in enumerate(outcomes)]
         verdicts = [Execution(b, "1" if b else "0", "" if b else "wrong_answer", 0.1) for _, b in outcomes]
-        testset = {"accuracy": 0.7, **stages.web_success(tasks, verdicts)}
+        testset = {"accuracy": 0.7, **web_success(tasks, verdicts)}
         path = tmp_path / f"web-{run}.json"
         path.write_text(json.dumps({"testsets": {"miniwob": testset}, "average": 0.7}))
         paths[("web", run)] = str(path)
@@ -247,10 +251,10 @@ def test_table11_without_and_with_web_runs(tmp_path: Path, results):
     assert frame.loc["average", "envisions"] == "75.00"
 
 
-@pytest.mark.parametrize("name", list(report.FIGURES))
+@pytest.mark.parametrize("name", list(FIGURES))
 def test_figures_are_valid_png_and_svg(tmp_path: Path, results, name: str):
     png, svg = tmp_path / f"{name}.png", tmp_path / f"{name}.svg"
-    report.figure(name, _entries("figures", results[1]), png, svg)
+    figure(name, _entries("figures", results[1]), png, svg)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     root = ElementTree.parse(svg).getroot()
@@ -258,7 +262,7 @@ def test_figures_are_valid_png_and_svg(tmp_path: Path, results, name: str):
 
 
 def test_environment_lists_config_and_versions(tmp_path: Path):
-    report.environment(CONFIG, tmp_path / "environment.md")
+    environment(CONFIG, tmp_path / "environment.md")
     text = (tmp_path / "environment.md").read_text()
     assert "- pandas " in text and "k10:" in text
 

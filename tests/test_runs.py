@@ -9,10 +9,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from envisions_flow import artifacts as art, stages
-from envisions_flow.analysis import correct_unique, exploration_metrics
-from envisions_flow.config import ConfigError
-from envisions_flow.runs import (
+from envisions_flow.methods.analysis import correct_unique, exploration_metrics
+from envisions_flow.methods.selection import (
+    filter_trajectories,
+    preference_pairs,
+    select_training_sets,
+)
+from envisions_flow.stages.analysis import analyze
+from envisions_flow.stages.select import build_pool
+from envisions_flow.workflow import artifacts as art
+from envisions_flow.workflow.config import ConfigError
+from envisions_flow.workflow.runs import (
     DEFAULT_RUN,
     ENVISIONS,
     METHODS,
@@ -24,11 +31,6 @@ from envisions_flow.runs import (
     runs_of,
     shared_run_dir,
     training_plan,
-)
-from envisions_flow.selection import (
-    filter_trajectories,
-    preference_pairs,
-    select_training_sets,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,7 +239,7 @@ def test_what_enters_the_pool_depends_on_the_method(tmp_path, run, programs):
     paths = _write_iteration(tmp_path, [("x", 0, "return 3", 0, 0.5), ("x", 1, "return 2", 0, 0.2)],
                              [("x", 0, "return 1 + 0", 1, 0.4), ("x", 1, "return 4", 0, 0.9)])
     out = tmp_path / "pool.parquet"
-    stages.build_pool(config, run_dir("math", run), 2, str(previous), paths["samples"], paths["samples_exec"],
+    build_pool(config, run_dir("math", run), 2, str(previous), paths["samples"], paths["samples_exec"],
                paths["refinements"], paths["refinements_exec"], str(out))
     assert set(art.read_table(out, art.POOL)["program"]) == programs
 
@@ -264,7 +266,7 @@ def test_web_exploration_metrics_count_miniwob_tasks_not_fresh_episodes(tmp_path
     first = _write_analysis_inputs(tmp_path, 1, ["click-button:1", "click-link:2"], ["enter-text:3"])
     second = _write_analysis_inputs(tmp_path, 2, ["click-button:11", "enter-text:13"], ["click-link:12"])
     out = tmp_path / "analysis.parquet"
-    stages.analyze({"runs": {}}, domain, [first[0], second[0]], [first[1], second[1]], [first[2], second[2]],
+    analyze({"runs": {}}, domain, [first[0], second[0]], [first[1], second[1]], [first[2], second[2]],
                    [first[3], second[3]], str(out))
     row = art.read_table(out, art.ANALYSIS).set_index("iteration").loc[2]
     if domain == "web":

@@ -9,8 +9,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from envisions_flow.sandbox import (FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT, Limits, SandboxPool, SandboxWorkerError,
-                                    run_many, run_program)
+from envisions_flow.environments.sandbox import (
+    FORBIDDEN,
+    MEMORY,
+    RUNTIME,
+    SYNTAX,
+    TIMEOUT,
+    Limits,
+    SandboxPool,
+    SandboxWorkerError,
+    run_many,
+    run_program,
+)
 
 LIMITS = Limits(timeout_s=2.0, memory_mb=1024)
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from envisions_flow.environments.math import MathEnvironment
-from envisions_flow.selection import (
+from envisions_flow.methods.selection import (
     AUTHORS,
     PAPER,
     choose,

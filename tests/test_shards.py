@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from envisions_flow.shards import clear, files_signature, fingerprint, map_in_shards
+from envisions_flow.workflow.shards import clear, files_signature, fingerprint, map_in_shards
 
 SCHEMA = pa.schema([("item", pa.int64()), ("square", pa.int64()), ("shard", pa.int32())])
 

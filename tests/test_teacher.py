@@ -6,7 +6,7 @@ import pytest
 
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
-from envisions_flow.generation import OpenAIChatBackend, TeacherError
+from envisions_flow.generation.openai_backend import OpenAIChatBackend, TeacherError
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
-from envisions_flow.generation import render_chat, sequence_logprob
-from envisions_flow.training import build_examples, build_pairs, make_dpo_trainer, make_trainer, train
+from envisions_flow.generation.base import render_chat
+from envisions_flow.generation.transformers_backend import sequence_logprob
+from envisions_flow.training.examples import build_examples, build_pairs
+from envisions_flow.training.trainers import make_dpo_trainer, make_trainer, train
 
 pytestmark = pytest.mark.slow
 

@@ -10,16 +10,36 @@ from pathlib import Path
 
 import pytest
 
-from envisions_flow.environments import make_environment
 from envisions_flow.environments.base import Task
-from envisions_flow.generation import Generation
-from envisions_flow.stages import more_turns
+from envisions_flow.environments.registry import make_environment
+from envisions_flow.environments.sandbox import Limits
 from envisions_flow.environments.web import (
-    BAD_XPATH, BROWSER_CRASH, NAVIGATED, NO_ELEMENT, NOT_DONE, ONE_SHOT, PAGE_CRASH, TIMEOUT, WebEnvironment,
-    episode_id, miniwob_html_dir, parse_episode_id)
-from envisions_flow.sandbox import Limits
-from envisions_flow.web_programs import (
-    BAD_KEY, FORBIDDEN, LIMIT, NO_PROGRAM, RUNTIME, SYNTAX, Action, ProgramError, parse_program)
+    BAD_XPATH,
+    BROWSER_CRASH,
+    NAVIGATED,
+    NO_ELEMENT,
+    NOT_DONE,
+    ONE_SHOT,
+    PAGE_CRASH,
+    TIMEOUT,
+    WebEnvironment,
+    episode_id,
+    miniwob_html_dir,
+    parse_episode_id,
+)
+from envisions_flow.environments.web_programs import (
+    BAD_KEY,
+    FORBIDDEN,
+    LIMIT,
+    NO_PROGRAM,
+    RUNTIME,
+    SYNTAX,
+    Action,
+    ProgramError,
+    parse_program,
+)
+from envisions_flow.generation.base import Generation
+from envisions_flow.stages.common import more_turns
 
 # ---- the interpreter ------------------------------------------------------------------------------
 

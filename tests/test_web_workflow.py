@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from envisions_flow import artifacts as art
 from test_workflow import ROOT, TINY, snakemake, workflow_copy
 
+from envisions_flow.workflow import artifacts as art
 
 # ---- the web domain: fresh episodes every iteration ----------------------------------------------
 
@@ -32,8 +31,8 @@ WEB = {
 
 
 def test_web_train_episodes_are_fresh_every_iteration_and_never_test_episodes():
-    from envisions_flow.config import ConfigError, check, dataset_spec, train_dataset
-    from envisions_flow.datasets import DataError, check_source, miniwob_episodes
+    from envisions_flow.datasets.loaders import DataError, check_source, miniwob_episodes
+    from envisions_flow.workflow.config import ConfigError, check, dataset_spec, train_dataset
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     assert [train_dataset(config, "web", i) for i in (1, 2)] == ["train.iter1", "train.iter2"]
@@ -95,7 +94,7 @@ def test_web_explore_reads_its_iterations_episodes_and_runs_share_iteration_one(
 
 def test_eval_reports_raw_success_and_success_per_web_task():
     from envisions_flow.environments.base import Execution, Task
-    from envisions_flow.stages import web_success
+    from envisions_flow.stages.evaluate import web_success
 
     tasks = [Task("click-button:1", "q", "click-button"), Task("click-button:2", "q", "click-button"),
              Task("focus-text:3", "q", "focus-text"), Task("focus-text:4", "q", "focus-text")]

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from envisions_flow import artifacts as art
+from envisions_flow.workflow import artifacts as art
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]

@@ -1,32 +1,5 @@
-"""Environments: one protocol (base.Environment), one implementation per domain."""
+"""Environments: one protocol (base.Environment), one implementation per domain, and the sandbox and
+program interpreters beside the environments that use them.
 
-from __future__ import annotations
-
-from typing import Any
-
-from ..answers import ABSOLUTE_AND_RELATIVE, NUMERIC
-from ..sandbox import Limits
-from .base import Environment, Execution, Task
-from .logic import LogicEnvironment
-from .math import MathEnvironment
-from .web import WebEnvironment
-
-__all__ = ["Environment", "Execution", "Task", "make_environment"]
-
-
-def make_environment(domain: str, settings: dict[str, Any], dataset: dict[str, Any], progress: bool = True) -> Environment:
-    """The environment of a domain, configured from its settings block and the dataset it runs on."""
-    execution = settings["execution"]
-    limits = Limits(timeout_s=float(execution["timeout_s"]), memory_mb=int(execution["memory_mb"]))
-    common = {"limits": limits, "workers": int(execution["workers"]), "progress": progress}
-    if domain == "math":
-        return MathEnvironment(answer_type=dataset.get("answer_type", NUMERIC),
-                               numeric_match=str(execution.get("numeric_match", ABSOLUTE_AND_RELATIVE)), **common)
-    if domain == "logic":
-        return LogicEnvironment(closed_world=bool(dataset.get("closed_world", False)), **common)
-    if domain == "web":
-        return WebEnvironment(reward_threshold=float(execution.get("reward_threshold", 0.8)),
-                              max_actions=int(execution.get("max_actions", 50)),
-                              max_turns=int(execution.get("max_turns", 1)),
-                              browser_relaunches=int(execution.get("browser_relaunches", 3)), **common)
-    raise ValueError(f"domains.{domain}: no environment implements this domain (available: math, logic, web)")
+Kept empty on purpose: the sandbox worker imports `environments.fork_server` and must stay lean.
+"""

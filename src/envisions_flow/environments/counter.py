@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .base import StepOutcome, Task
+from envisions_flow.environments.base import StepOutcome, Task
 
 INVALID_ACTION = "invalid_action"
 

@@ -10,10 +10,19 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Sequence
 
-from ..logic_programs import answer_or_error
-from ..fork_server import address_space_limit
-from ..sandbox import Limits, run_many
-from .base import CORRECT, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
+from envisions_flow.environments.base import (
+    CORRECT,
+    NO_PROGRAM,
+    WRONG_ANSWER,
+    Execution,
+    Messages,
+    Task,
+    chat,
+    extract_fenced,
+)
+from envisions_flow.environments.fork_server import address_space_limit
+from envisions_flow.environments.logic_programs import answer_or_error
+from envisions_flow.environments.sandbox import Limits, run_many
 
 INSTRUCTION = (
     "Translate the problem into a logic program with the sections Predicates, Facts, Rules and Query. "
@@ -116,10 +125,10 @@ class LogicEnvironment:
             pool.terminate()
             pool.join()
         if retry:
-            calls = [("from envisions_flow.logic_programs import answer_or_error\n" + f"PROGRAM = {programs[i]!r}",
+            calls = [("from envisions_flow.environments.logic_programs import answer_or_error\n" + f"PROGRAM = {programs[i]!r}",
                       f"answer_or_error(PROGRAM, {self.closed_world})") for i in retry]
             outcomes = run_many(calls, self.limits, self.workers, progress=self.progress,
-                                preload=("clingo", "envisions_flow.logic_programs"))
+                                preload=("clingo", "envisions_flow.environments.logic_programs"))
             for index, outcome in zip(retry, outcomes):
                 results[index] = _parse_label(outcome.value, outcome.duration_s) if not outcome.error_class else (
                     None, outcome.error_class, outcome.duration_s)

@@ -6,9 +6,19 @@ import ast
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .. import answers
-from ..sandbox import Limits, Outcome, run_many
-from .base import CORRECT, NO_ANSWER, NO_PROGRAM, WRONG_ANSWER, Execution, Messages, Task, chat, extract_fenced
+from envisions_flow.environments import math_answers as answers
+from envisions_flow.environments.base import (
+    CORRECT,
+    NO_ANSWER,
+    NO_PROGRAM,
+    WRONG_ANSWER,
+    Execution,
+    Messages,
+    Task,
+    chat,
+    extract_fenced,
+)
+from envisions_flow.environments.sandbox import Limits, Outcome, run_many
 
 INSTRUCTION = (
     "Solve the math problem by writing a Python function `solution()` that computes and returns "

@@ -38,9 +38,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from ..sandbox import Limits
-from ..web_programs import Action, ProgramError, action_source, parse_program
-from .base import CORRECT, WRONG_ANSWER, Execution, Messages, StepOutcome, Task, chat, extract_fenced
+from envisions_flow.environments.base import (
+    CORRECT,
+    WRONG_ANSWER,
+    Execution,
+    Messages,
+    StepOutcome,
+    Task,
+    chat,
+    extract_fenced,
+)
+from envisions_flow.environments.sandbox import Limits
+from envisions_flow.environments.web_programs import Action, ProgramError, action_source, parse_program
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +296,7 @@ class WebEnvironment:
     @property
     def step_example(self) -> Messages:
         """A solved episode as conversation turns, shown first when rolling out few-shot."""
-        from ..agents import Step, react_messages  # here: agents imports this package
+        from envisions_flow.methods.agents import Step, react_messages  # here: agents imports this package
 
         steps = [Step(observation, thought, action, 0.0, False, "") for thought, action, observation in STEP_EXAMPLE_STEPS]
         return react_messages(self, steps)

@@ -5,7 +5,7 @@ A stage function starts with `if launch("module:itself", args, settings, workdir
 a machine without GPUs unless `training.processes_per_node` says otherwise),
 `launch` returns False and the function does its work in place. When it wants
 more, the arguments are pickled next to the output, `torchrun -m
-envisions_flow.launch <spec>` starts the processes, and `launch` returns True
+envisions_flow.training.launch <spec>` starts the processes, and `launch` returns True
 once they all finished. Each process calls the same function with RANK /
 WORLD_SIZE set, where `launch` returns False, and the function decides what only
 rank 0 does (training.train writes the checkpoint on rank 0 alone). The
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-log = logging.getLogger("envisions_flow.launch")
+log = logging.getLogger("envisions_flow.training.launch")
 
 # Defaults live here, not in config/schema.yaml, so that the params (and so the results) of finished runs stay as
 # they were: a key absent from the config means "as before".
@@ -89,7 +89,7 @@ def command(topo: Topology, spec: Path, env: Mapping[str, str] = os.environ, por
     """The command line that starts `topo.world_size` processes running the pickled call in `spec`."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={topo.nodes}",
                 f"--nproc-per-node={topo.per_node}"]
-    entry = ["-m", "envisions_flow.launch", str(spec)]
+    entry = ["-m", "envisions_flow.training.launch", str(spec)]
     if topo.nodes == 1:
         return [*torchrun, "--standalone", *entry]  # a free local port: several jobs may share a node
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")

@@ -7,144 +7,30 @@ exactly those files. Accuracies are shown in percent; a cell whose run or test s
 not configured is "—", never 0. Where a test set's name matches one of the paper's
 (`gsm8k`, `math`, `gsm_hard`, `svamp`, `asdiv`, `proofwriter`, `ruletaker`, `miniwob`),
 the paper's number for `report.paper_model` and the difference (ours − paper) are set
-beside the run's own (`data/paper_numbers.yaml`, transcribed from arXiv 2406.11736).
+beside the run's own (`report/paper_numbers.yaml`, transcribed from arXiv 2406.11736).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
-import yaml
 
-from . import artifacts as art
-from .config import dataset_spec, domain_settings
-from .runs import AGENT_METHODS, DEFAULT_RUN, method_of, run_settings, runs_of
-
-MISSING = "—"
-DOMAIN_ORDER = ("web", "math", "logic")  # the paper's column order: agent, math, logic
-ABLATIONS = ("no_refine", "no_self_reward", "no_pool", "no_l2")
-REINFORCED = ("sft_dpo", "self_rewarding", "eto")  # dashed in the figures, as in the paper's Fig. 3
-DEFAULT_PAPER_MODEL = "llama2-7b"
-
-TABLES = {
-    "table2": "Table 2: main results (last iteration; few-shot: the base model)",
-    "table3": "Table 3: ablations of ENVISIONS' components",
-    "table5": "Table 5: scaling the number of samples K",
-    "table8": "Table 8: inference-time self-refinement",
-    "table9": "Table 9: training recipe, continual training vs. training the base model each iteration",
-    "table11": "Table 11: MiniWob++ success per task",
-    "ipr_table2": "IPR Table 2: average final reward of the SFT agent and IPR (best iteration)",
-    "ipr_table4": "IPR Table 4: IPR by iteration",
-    "mixture_table3": "Mixture Table 3: functional correctness, capability score and VERTEX_DTW with bootstrap CIs",
-}
-# The agent runs' tables compare every iteration of a run (report_entries(name, "evals")).
-AGENT_TABLES = {"ipr_table2": "ipr", "ipr_table4": "ipr", "mixture_table3": "mixture"}
-FIGURES = {
-    "fig_accuracy": "Fig. 3 / 6(a): average accuracy per iteration",
-    "fig_explored": "Fig. 6(b): explored (solved) inputs per iteration",
-    "fig_ea_stb": "Fig. 5(a): exploratory ability vs. stability (cumulative, last iteration)",
-    "fig_delta_logp": "Fig. 5(b): Δlog p between a⁺ and a⁻ per iteration",
-    "fig_unique": "Fig. 5(c): correct and unique trajectories at the last iteration",
-}
-
-
-# ---- which runs each table and figure compares ---------------------------------------------------
-
-def _domains(config: dict[str, Any]) -> list[str]:
-    """The domains the default target builds (default_domains), in the paper's column order."""
-    order = {name: i for i, name in enumerate(DOMAIN_ORDER)}
-    domains = config.get("default_domains") or list(config["domains"])
-    return sorted(domains, key=lambda domain: order.get(domain, len(order)))
-
-
-def _overrides(config: dict[str, Any], run: str) -> dict[str, Any]:
-    return {} if run == DEFAULT_RUN else (config["runs"][run].get("overrides") or {})
-
-
-def _is_main(config: dict[str, Any], run: str) -> bool:
-    """A Table 2 method: ENVISIONS itself or a baseline (not an ablation, not a variant of ENVISIONS)."""
-    method = method_of(config, run)
-    return run == DEFAULT_RUN or (method != "envisions" and method not in ABLATIONS)
-
-
-def _selected(config: dict[str, Any], domain: str, run: str, name: str) -> bool:
-    method = method_of(config, run)
-    if name in AGENT_TABLES or method in AGENT_METHODS:  # agent runs have tables of their own
-        return AGENT_TABLES.get(name) == method
-    if name in ("table2", "table11", "figures"):
-        return _is_main(config, run) and (name != "table11" or domain == "web")
-    if name == "table3":
-        return run == DEFAULT_RUN or method in ABLATIONS
-    if name == "table5":
-        return run == DEFAULT_RUN or (method == "envisions" and "k" in (_overrides(config, run).get("explore") or {}))
-    if name == "table8":
-        return bool(run_settings(config, domain, run)["eval"].get("self_refine"))
-    if name == "table9":
-        return run == DEFAULT_RUN or (method == "envisions"
-                                      and (_overrides(config, run).get("strategy") or {}).get("init") == "previous")
-    raise ValueError(f"unknown table or figure set {name!r}")
-
-
-def report_runs(config: dict[str, Any], name: str) -> list[tuple[str, str]]:
-    """The (domain, run) pairs a table (`table2`, ...) or the figures (`figures`) compare, in display order.
-
-    Only the runs the default target builds (default_runs, when set) are reported, so
-    a demo's report does not start the paper's other runs.
-    """
-    default_runs = config.get("default_runs")
-    return [(domain, run) for domain in _domains(config) for run in runs_of(config, domain)
-            if (default_runs is None or run in default_runs) and _selected(config, domain, run, name)]
-
-
-# ---- the paper's numbers ------------------------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def paper_numbers() -> dict[str, Any]:
-    """The published numbers (data/paper_numbers.yaml), rows as {column: value}."""
-    raw = yaml.safe_load(resources.files("envisions_flow").joinpath("data/paper_numbers.yaml").read_text())
-    numbers: dict[str, Any] = {"testsets": raw["testsets"], "models": raw["models"]}
-    for table in ("table2", "table3", "table5", "table8", "table9"):
-        columns = raw[table]["columns"]
-        numbers[table] = {
-            model: {key: ({part: dict(zip(columns, values)) for part, values in row.items()}
-                          if isinstance(row, dict) else dict(zip(columns, row)))
-                    for key, row in rows.items()}
-            for model, rows in raw[table].items() if model != "columns"}
-    return numbers
-
-
-def paper_model(config: dict[str, Any]) -> str | None:
-    return (config.get("report") or {}).get("paper_model", DEFAULT_PAPER_MODEL)
-
-
-def _paper_rows(config: dict[str, Any], table: str) -> dict[str, Any]:
-    model = paper_model(config)
-    return paper_numbers()[table].get(model, {}) if model else {}
-
-
-def _paper_note(config: dict[str, Any], table: str) -> str:
-    model = paper_model(config)
-    if not model:
-        return "The paper's numbers are not shown (report.paper_model: null)."
-    label = paper_numbers()["models"][model]
-    if not paper_numbers()[table].get(model):
-        return f"The paper gives no {label} numbers for this table."
-    if table == "table9":
-        return (f"Columns marked 'paper' are the published {label} numbers per domain (Agent = web); "
-                f"'− paper' is this run minus the paper, in points.")
-    return (f"Rows marked 'paper' are the published {label} numbers for the test sets whose names match the "
-            f"paper's; 'Δ' is this run minus the paper, in points.")
-
-
-# ---- reading results --------------------------------------------------------------------------------
-
-Entries = Sequence[Sequence[str]]  # (domain, run, path) per run, as the report rules pass them
+from envisions_flow.report.catalogue import (
+    MISSING,
+    TABLES,
+    Entries,
+    paper_note,
+    paper_numbers,
+    paper_rows,
+    report_domains,
+)
+from envisions_flow.workflow import artifacts as art
+from envisions_flow.workflow.config import dataset_spec, domain_settings
+from envisions_flow.workflow.runs import DEFAULT_RUN, method_of, run_settings, runs_of
 
 
 def _load_evals(entries: Entries) -> dict[tuple[str, str], dict[str, Any]]:
@@ -185,8 +71,6 @@ def _fmt(value: Any, signed: bool = False) -> str:
     return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
-# ---- tables ---------------------------------------------------------------------------------------------
-
 class Table:
     """A rendered table: display cells (strings), a title and notes, written as Markdown, CSV and LaTeX."""
 
@@ -215,7 +99,7 @@ def _accuracy_rows(config: dict[str, Any], evals: dict[tuple[str, str], dict[str
                    columns: list[tuple[str, str, str]], runs: list[str], paper_table: str | None,
                    paper_key: Any = None, labels: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Rows run × test set (accuracy %, Avg. = mean of the row's cells), each followed by the paper's row and Δ."""
-    paper = _paper_rows(config, paper_table) if paper_table else {}
+    paper = paper_rows(config, paper_table) if paper_table else {}
     paper_columns = [_paper_column(domain, name) for domain, name, _ in columns]
     full_match = sorted(filter(None, paper_columns)) == sorted(paper_numbers()["testsets"]) and all(paper_columns)
     held = ["held-out" if _held_out(config, domain, name) else "held-in" for domain, name, _ in columns]
@@ -250,7 +134,7 @@ def _accuracy_rows(config: dict[str, Any], evals: dict[tuple[str, str], dict[str
         notes.append("No test set is named like one of the paper's (" + ", ".join(paper_numbers()["testsets"])
                      + "), so its published numbers are not shown beside these.")
     elif paper_table:
-        notes.append(_paper_note(config, paper_table))
+        notes.append(paper_note(config, paper_table))
         if not full_match:
             notes.append("Δ Avg. is left out: the configured test sets are not the paper's eight.")
     return pd.DataFrame(rows), notes
@@ -263,7 +147,7 @@ def _run_names(pairs: Iterable[tuple[str, str]]) -> list[str]:
 def table2(config: dict[str, Any], entries: Entries) -> Table:
     """Methods × the test sets of all domains, held-out marks, Avg.; the paper's Table 2 beside."""
     evals = _load_evals(entries)
-    columns = _columns(config, _domains(config))
+    columns = _columns(config, report_domains(config))
     frame, notes = _accuracy_rows(config, evals, columns, _run_names(evals), "table2")
     return Table("table2", frame, notes)
 
@@ -272,7 +156,7 @@ def table3(config: dict[str, Any], entries: Entries) -> Table:
     """ENVISIONS and its ablations (no_refine, no_self_reward, no_pool, no_l2)."""
     evals = _load_evals(entries)
     runs = _run_names(evals)
-    frame, notes = _accuracy_rows(config, evals, _columns(config, _domains(config)), runs, "table3")
+    frame, notes = _accuracy_rows(config, evals, _columns(config, report_domains(config)), runs, "table3")
     if runs == [DEFAULT_RUN]:
         notes.append("No ablation runs (methods no_refine, no_self_reward, no_pool, no_l2) were configured.")
     return Table("table3", frame, notes)
@@ -280,7 +164,7 @@ def table3(config: dict[str, Any], entries: Entries) -> Table:
 
 def _ks_of(config: dict[str, Any], run: str) -> list[int]:
     """The K a run samples with in each domain the report covers (one value unless domains differ)."""
-    return sorted({int(run_settings(config, domain, run)["explore"]["k"]) for domain in _domains(config)
+    return sorted({int(run_settings(config, domain, run)["explore"]["k"]) for domain in report_domains(config)
                    if run in runs_of(config, domain)})
 
 
@@ -294,7 +178,7 @@ def table5(config: dict[str, Any], entries: Entries) -> Table:
     evals = _load_evals(entries)
     runs = sorted(_run_names(evals), key=lambda run: (_k_of(config, run) or 0, run))
     labels = {run: f"K={'/'.join(map(str, _ks_of(config, run)))} ({run})" for run in runs}
-    frame, notes = _accuracy_rows(config, evals, _columns(config, _domains(config)), runs, "table5",
+    frame, notes = _accuracy_rows(config, evals, _columns(config, report_domains(config)), runs, "table5",
                                   paper_key=lambda run: _k_of(config, run), labels=labels)
     if len(runs) == 1:
         notes.append("No runs overriding explore.k were configured.")
@@ -306,9 +190,9 @@ def table8(config: dict[str, Any], entries: Entries) -> Table:
     evals = _load_evals(entries)
     if not evals:
         return Table("table8", pd.DataFrame(), ["No run has eval.self_refine: true, so there is nothing to show."])
-    domains = [domain for domain in _domains(config) if any(d == domain for d, _ in evals)]
+    domains = [domain for domain in report_domains(config) if any(d == domain for d, _ in evals)]
     columns = _columns(config, domains)
-    paper = _paper_rows(config, "table8")
+    paper = paper_rows(config, "table8")
     rows = []
     for run in _run_names(evals):
         method = method_of(config, run)
@@ -330,7 +214,7 @@ def table8(config: dict[str, Any], entries: Entries) -> Table:
                                 for (_, _, label), ours, their in zip(columns, values, theirs)}, "Avg.": MISSING})
     notes = ["Accuracy in % at each run's last iteration, before and after one greedy refine pass on every "
              "prediction (eval.self_refine); only domains where a run refines at test time are shown.",
-             _paper_note(config, "table8")]
+             paper_note(config, "table8")]
     return Table("table8", pd.DataFrame(rows), notes)
 
 
@@ -339,8 +223,8 @@ def table9(config: dict[str, Any], entries: Entries) -> Table:
     evals = _load_evals(entries)
     runs = _run_names(evals)
     continual = [run for run in runs if run != DEFAULT_RUN]
-    domains = _domains(config)
-    paper = _paper_rows(config, "table9")
+    domains = report_domains(config)
+    paper = paper_rows(config, "table9")
 
     def score(run: str, domain: str | None) -> float:
         if domain is None:  # over all the run's test sets, as Table 2's Avg.
@@ -367,7 +251,7 @@ def table9(config: dict[str, Any], entries: Entries) -> Table:
             row[f"{DEFAULT_RUN} − paper"] = _fmt(score(DEFAULT_RUN, domain) - published["envisions"], signed=True)
         rows.append(row)
     notes = ["Accuracy in % at each run's last iteration: a domain's row is the mean over its test sets, "
-             "'average' the mean over all test sets of the run.", _paper_note(config, "table9")]
+             "'average' the mean over all test sets of the run.", paper_note(config, "table9")]
     if not continual:
         notes.append("No continual-training runs (method envisions with strategy.init: previous) were configured.")
     return Table("table9", pd.DataFrame(rows).fillna(MISSING), notes)
@@ -396,8 +280,6 @@ def table11(config: dict[str, Any], entries: Entries) -> Table:
     notes = ["Success rate in % per MiniWob++ task at each run's last iteration; 'average' is the mean over tasks."]
     return Table("table11", pd.DataFrame(rows), notes)
 
-
-# ---- the agent runs' tables (entries: domain, run, iteration, path of each iteration's eval.json) -------
 
 def _agent_evals(entries: Entries) -> dict[tuple[str, str], dict[int, dict[str, Any]]]:
     evals: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
@@ -509,111 +391,3 @@ def write_table(config: dict[str, Any], name: str, entries: Entries, md: str, cs
     table = TABLE_BUILDERS[name](config, entries)
     table.write(md, csv, tex)
     return table
-
-
-# ---- figures ----------------------------------------------------------------------------------------
-
-def _load_analyses(entries: Entries) -> pd.DataFrame:
-    frames = []
-    for domain, run, path in entries:
-        frame = art.read_table(path, art.ANALYSIS)
-        frames.append(frame.assign(domain=domain, run=run))  # the row's run is the report's, also where shared
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=art.ANALYSIS.names)
-
-
-def _style(method: str) -> dict[str, Any]:
-    return {"linestyle": "--" if method in REINFORCED else "-", "marker": "o", "markersize": 3}
-
-
-def _panels(domains: Sequence[str]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, max(1, len(domains)), figsize=(max(6.4, 4.2 * len(domains)), 3.8), squeeze=False)
-    return plt, figure, list(axes[0])
-
-
-def _lines(ax, frame: pd.DataFrame, column: str, scale: float = 1.0) -> None:
-    for run, rows in frame.groupby("run", sort=False):
-        rows = rows.dropna(subset=[column]).sort_values("iteration")
-        if rows.empty:
-            continue
-        method = rows["method"].iloc[0]
-        if len(rows) == 1 and rows["iteration"].iloc[0] == 0:  # few-shot: the base model, a reference line
-            ax.axhline(rows[column].iloc[0] * scale, color="grey", linestyle=":", label=run)
-        else:
-            ax.plot(rows["iteration"], rows[column] * scale, label=run, **_style(method))
-
-
-def figure(name: str, entries: Entries, png: str | Path, svg: str | Path) -> None:
-    """Draw one of FIGURES, a panel per domain, as PNG and SVG."""
-    data = _load_analyses(entries)
-    domains = list(dict.fromkeys(domain for domain, _, _ in entries))
-    plt, fig, axes = _panels(domains)
-    from matplotlib.ticker import MaxNLocator
-
-    for ax, domain in zip(axes, domains):
-        frame = data[data["domain"] == domain]
-        ax.set_title(domain)
-        ax.grid(alpha=0.3)
-        if name not in ("fig_ea_stb", "fig_unique"):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if name == "fig_accuracy":
-            _lines(ax, frame, "average_accuracy", 100.0)
-            ax.set_xlabel("iteration")
-            ax.set_ylabel("average accuracy (%)")
-        elif name == "fig_explored":
-            _lines(ax, frame, "solved")
-            ax.set_xlabel("iteration")
-            ax.set_ylabel("explored (solved) inputs")
-        elif name == "fig_delta_logp":
-            _lines(ax, frame, "delta_logp")
-            ax.set_xlabel("iteration")
-            ax.set_ylabel("Δlog p (a⁺ − a⁻, per token)")
-        elif name in ("fig_ea_stb", "fig_unique"):
-            last = frame.dropna(subset=["exploratory_ability_cumulative"]).sort_values("iteration")
-            last = last.groupby("run", sort=False).tail(1)
-            if name == "fig_ea_stb":
-                for _, row in last.iterrows():
-                    ax.scatter(row["stability_cumulative"], row["exploratory_ability_cumulative"], label=row["run"],
-                               marker="s" if row["method"] in REINFORCED else "o")
-                    ax.annotate(row["run"], (row["stability_cumulative"], row["exploratory_ability_cumulative"]),
-                                fontsize=7, xytext=(3, 3), textcoords="offset points")
-                ax.set_xlabel("stability (cumulative)")
-                ax.set_ylabel("exploratory ability (cumulative)")
-            else:
-                ax.bar(last["run"], last["correct_unique"].astype(float))
-                ax.set_ylabel("correct & unique trajectories")
-                ax.tick_params(axis="x", labelrotation=45)
-        if not ax.has_data():
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        elif name not in ("fig_unique",):
-            ax.legend(fontsize=7)
-    fig.suptitle(FIGURES[name], fontsize=10)
-    fig.tight_layout()
-    for path in (png, svg):
-        fig.savefig(path, dpi=150 if str(path).endswith(".png") else None)
-    plt.close(fig)
-
-
-# ---- environment -------------------------------------------------------------------------------------
-
-PACKAGES = ("envisions-flow", "snakemake", "torch", "transformers", "trl", "accelerate", "datasets", "pandas",
-            "pyarrow", "clingo", "math-verify", "playwright", "miniwob", "matplotlib")
-
-
-def environment(config: dict[str, Any], out: str | Path) -> None:
-    """The configuration and package versions the report was built with, as Markdown."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    lines = ["## Environment", "", f"- Python {platform.python_version()} on {platform.platform()}"]
-    for package in PACKAGES:
-        try:
-            lines.append(f"- {package} {version(package)}")
-        except PackageNotFoundError:
-            lines.append(f"- {package}: not installed")
-    lines += ["", "## Configuration", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
-    art.write_text("\n".join(lines), out)

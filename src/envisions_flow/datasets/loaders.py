@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import answers
+from envisions_flow.environments import math_answers as answers
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def load_tasks(spec: dict[str, Any], key: str, domain: str = "math") -> pd.DataF
     kind = spec.get("kind")
     if kind == "generated":
         if domain == "logic":
-            from .theories import generate_theories
+            from envisions_flow.datasets.theories import generate_theories
 
             return generate_theories(spec, key)
         return generate_word_problems(spec, key)
@@ -404,7 +404,7 @@ def miniwob_episodes(spec: dict[str, Any], key: str) -> list[tuple[str, int]]:
     `episodes` distinct seeds of each task's sequence, so every iteration explores new
     episodes (the authors' seed = id + 50 * iteration) and iteration 1 equals the static set.
     """
-    from .environments.web import miniwob_html_dir
+    from envisions_flow.environments.web import miniwob_html_dir
 
     names = spec.get("tasks", MINIWOB_TASKS)
     if not names:
@@ -440,7 +440,7 @@ def miniwob_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
     The observation (utterance + HTML) is rendered here, once, so prompts are plain functions
     of the row (see environments/web.py).
     """
-    from .environments.web import WebEnvironment, episode_id
+    from envisions_flow.environments.web import WebEnvironment, episode_id
 
     episodes = miniwob_episodes(spec, key)
     try:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import pandas as pd
 import pyarrow as pa
 
-from . import artifacts as art
+from envisions_flow.workflow import artifacts as art
 
 log = logging.getLogger(__name__)
 

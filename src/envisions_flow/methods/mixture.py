@@ -31,8 +31,16 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from .agents import ENVIRONMENT_ERRORS, NO_ACTION, Step, Trajectory, parse_step, react_messages, render_step
-from .environments.base import Messages, StepEnvironment, Task
+from envisions_flow.environments.base import Messages, StepEnvironment, Task
+from envisions_flow.methods.agents import (
+    ENVIRONMENT_ERRORS,
+    NO_ACTION,
+    Step,
+    Trajectory,
+    parse_step,
+    react_messages,
+    render_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +184,7 @@ class Embedder:
             return dict(zip(data["keys"].tolist(), data["vectors"]))
 
     def _write_cache(self) -> None:
-        from .artifacts import _atomic_target
+        from envisions_flow.workflow.artifacts import _atomic_target
 
         merged = {**self._read_cache(), **self._cache}
         fd, tmp = _atomic_target(self.cache_path)

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from .environments.base import Environment, Task
+from envisions_flow.environments.base import Environment, Task
 
 
 def exploration_metrics(solved: Mapping[int, set[str]]) -> pd.DataFrame:
@@ -50,7 +50,8 @@ def log_prob_margins(model_dir: str | Path, pairs: pd.DataFrame, environment: En
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .generation import render_chat, sequence_logprob
+    from envisions_flow.generation.base import render_chat
+    from envisions_flow.generation.transformers_backend import sequence_logprob
 
     columns = ["id", "rank", "positive_logp", "negative_logp", "margin"]
     if pairs.empty:

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .environments.base import Messages, StepEnvironment, StepOutcome, Task
+from envisions_flow.environments.base import Messages, StepEnvironment, StepOutcome, Task
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from .agents import Start, Step, Trajectory, react_messages, rollout
-from .environments.base import Messages, StepEnvironment, Task
+from envisions_flow.environments.base import Messages, StepEnvironment, Task
+from envisions_flow.methods.agents import Start, Step, Trajectory, react_messages, rollout
 
 if TYPE_CHECKING:
     import torch

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .datasets import DataError, check_source, with_preset
-from .models import ModelSpecError, resolve_source
+from envisions_flow.datasets.loaders import DataError, check_source, with_preset
+from envisions_flow.workflow.models import ModelSpecError, resolve_source
 
 
 class ConfigError(ValueError):

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .environments.base import Messages, Task
+from envisions_flow.environments.base import Messages, Task
 
 JUDGE_TEMPLATE = """Review the user's question and the corresponding response using the additive 5-point scoring \
 system described below. Points are accumulated based on the satisfaction of each criterion:

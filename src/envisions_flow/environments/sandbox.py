@@ -16,8 +16,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Iterable, Iterator, Sequence
 
-from envisions_flow import fork_server
-from envisions_flow.fork_server import FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT
+from envisions_flow.environments import fork_server
+from envisions_flow.environments.fork_server import FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT
 
 __all__ = ["FORBIDDEN", "MEMORY", "RUNTIME", "SYNTAX", "TIMEOUT", "Limits", "Outcome", "SandboxPool",
            "SandboxWorkerError", "run_many", "run_program"]
@@ -74,7 +74,7 @@ class _Worker:
         import subprocess
 
         self.root = tempfile.mkdtemp(prefix="envisions-sandbox-")
-        command = f"from envisions_flow.fork_server import serve; serve({list(preload)!r}, {self.root!r})"
+        command = f"from envisions_flow.environments.fork_server import serve; serve({list(preload)!r}, {self.root!r})"
         # Programs never see the caller's environment (API keys, tokens): the worker starts without it.
         environment = {name: os.environ[name] for name in ("PYTHONPATH", "TMPDIR", "LANG") if name in os.environ}
         self.process = subprocess.Popen([sys.executable, "-c", command], stdin=subprocess.PIPE,

@@ -23,7 +23,7 @@ import copy
 import json
 from typing import Any, Callable, Iterator
 
-from .config import ConfigError, domain_settings
+from envisions_flow.workflow.config import ConfigError, domain_settings
 
 DEFAULT_RUN = "envisions"
 
@@ -51,7 +51,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "no_self_reward": {"ranking": "random"},
     "no_pool": {"pool": False},
     "no_l2": {"l2": False},
-    # agent methods in step mode (agents.py), with their own stages (agent_stages.py, rules/ipr.smk, rules/mixture.smk)
+    # agent methods in step mode (agents.py), with their own stages (stages/agents.py, ipr.py, mixture.py; rules/ipr.smk, rules/mixture.smk)
     "ipr": {},
     "mixture": {},
 }

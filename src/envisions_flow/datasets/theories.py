@@ -108,7 +108,7 @@ def _theory(r: random.Random, max_depth: int, closed_world: bool = False) -> tup
 
 def generate_theories(spec: dict[str, Any], key: str) -> pd.DataFrame:
     """n questions (id, question, answer, source) over freshly drawn theories, labels balanced."""
-    from .datasets import DataError
+    from envisions_flow.datasets.loaders import DataError
 
     n = int(spec.get("n", 0))
     if n <= 0:

@@ -14,9 +14,9 @@ without loss, so they do not depend on how many GPUs a job has.
 
 From the project directory (README, "Run on a Slurm cluster"):
 
-    .venv/bin/python -m envisions_flow.gpu_hours                       # config/config.yaml, per iteration
-    .venv/bin/python -m envisions_flow.gpu_hours --configfile config/demo.yaml --summary
-    .venv/bin/python -m envisions_flow.gpu_hours --size math.train=7473 --sampling-tokens-per-s 2500
+    .venv/bin/python -m envisions_flow.workflow.gpu_hours                       # config/config.yaml, per iteration
+    .venv/bin/python -m envisions_flow.workflow.gpu_hours --configfile config/demo.yaml --summary
+    .venv/bin/python -m envisions_flow.workflow.gpu_hours --size math.train=7473 --sampling-tokens-per-s 2500
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, dataset_spec, domain_settings
-from .datasets import MINIWOB_TASKS
-from .runs import deep_merge, run_settings, runs_of, training_plan
+from envisions_flow.datasets.loaders import MINIWOB_TASKS
+from envisions_flow.workflow.config import ConfigError, dataset_spec, domain_settings
+from envisions_flow.workflow.runs import deep_merge, run_settings, runs_of, training_plan
 
 # Throughput per GPU assumed when none is given: rough figures for a 7B model in bfloat16 on one
 # A100/H100-class GPU; measure your own and pass them.

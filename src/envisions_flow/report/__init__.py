@@ -1,0 +1,1 @@
+"""The report: the paper's tables and figures rebuilt from the configured runs, beside the published numbers."""

@@ -1,0 +1,143 @@
+"""What the report holds: its tables and figures, which runs each compares, and the paper's published numbers
+(`report/paper_numbers.yaml`, transcribed from arXiv 2406.11736).
+
+`report_runs` says which (domain, run) pairs a table or figure needs, so the workflow's report rules ask for
+exactly those files.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Sequence
+
+import yaml
+
+from envisions_flow.workflow.runs import AGENT_METHODS, DEFAULT_RUN, method_of, run_settings, runs_of
+
+MISSING = "—"
+
+
+DOMAIN_ORDER = ("web", "math", "logic")  # the paper's column order: agent, math, logic
+
+
+ABLATIONS = ("no_refine", "no_self_reward", "no_pool", "no_l2")
+
+
+REINFORCED = ("sft_dpo", "self_rewarding", "eto")  # dashed in the figures, as in the paper's Fig. 3
+
+
+DEFAULT_PAPER_MODEL = "llama2-7b"
+
+
+TABLES = {
+    "table2": "Table 2: main results (last iteration; few-shot: the base model)",
+    "table3": "Table 3: ablations of ENVISIONS' components",
+    "table5": "Table 5: scaling the number of samples K",
+    "table8": "Table 8: inference-time self-refinement",
+    "table9": "Table 9: training recipe, continual training vs. training the base model each iteration",
+    "table11": "Table 11: MiniWob++ success per task",
+    "ipr_table2": "IPR Table 2: average final reward of the SFT agent and IPR (best iteration)",
+    "ipr_table4": "IPR Table 4: IPR by iteration",
+    "mixture_table3": "Mixture Table 3: functional correctness, capability score and VERTEX_DTW with bootstrap CIs",
+}
+
+
+# The agent runs' tables compare every iteration of a run (report_entries(name, "evals")).
+AGENT_TABLES = {"ipr_table2": "ipr", "ipr_table4": "ipr", "mixture_table3": "mixture"}
+
+
+FIGURES = {
+    "fig_accuracy": "Fig. 3 / 6(a): average accuracy per iteration",
+    "fig_explored": "Fig. 6(b): explored (solved) inputs per iteration",
+    "fig_ea_stb": "Fig. 5(a): exploratory ability vs. stability (cumulative, last iteration)",
+    "fig_delta_logp": "Fig. 5(b): Δlog p between a⁺ and a⁻ per iteration",
+    "fig_unique": "Fig. 5(c): correct and unique trajectories at the last iteration",
+}
+
+
+def report_domains(config: dict[str, Any]) -> list[str]:
+    """The domains the default target builds (default_domains), in the paper's column order."""
+    order = {name: i for i, name in enumerate(DOMAIN_ORDER)}
+    domains = config.get("default_domains") or list(config["domains"])
+    return sorted(domains, key=lambda domain: order.get(domain, len(order)))
+
+
+def _overrides(config: dict[str, Any], run: str) -> dict[str, Any]:
+    return {} if run == DEFAULT_RUN else (config["runs"][run].get("overrides") or {})
+
+
+def _is_main(config: dict[str, Any], run: str) -> bool:
+    """A Table 2 method: ENVISIONS itself or a baseline (not an ablation, not a variant of ENVISIONS)."""
+    method = method_of(config, run)
+    return run == DEFAULT_RUN or (method != "envisions" and method not in ABLATIONS)
+
+
+def _selected(config: dict[str, Any], domain: str, run: str, name: str) -> bool:
+    method = method_of(config, run)
+    if name in AGENT_TABLES or method in AGENT_METHODS:  # agent runs have tables of their own
+        return AGENT_TABLES.get(name) == method
+    if name in ("table2", "table11", "figures"):
+        return _is_main(config, run) and (name != "table11" or domain == "web")
+    if name == "table3":
+        return run == DEFAULT_RUN or method in ABLATIONS
+    if name == "table5":
+        return run == DEFAULT_RUN or (method == "envisions" and "k" in (_overrides(config, run).get("explore") or {}))
+    if name == "table8":
+        return bool(run_settings(config, domain, run)["eval"].get("self_refine"))
+    if name == "table9":
+        return run == DEFAULT_RUN or (method == "envisions"
+                                      and (_overrides(config, run).get("strategy") or {}).get("init") == "previous")
+    raise ValueError(f"unknown table or figure set {name!r}")
+
+
+def report_runs(config: dict[str, Any], name: str) -> list[tuple[str, str]]:
+    """The (domain, run) pairs a table (`table2`, ...) or the figures (`figures`) compare, in display order.
+
+    Only the runs the default target builds (default_runs, when set) are reported, so
+    a demo's report does not start the paper's other runs.
+    """
+    default_runs = config.get("default_runs")
+    return [(domain, run) for domain in report_domains(config) for run in runs_of(config, domain)
+            if (default_runs is None or run in default_runs) and _selected(config, domain, run, name)]
+
+
+@lru_cache(maxsize=1)
+def paper_numbers() -> dict[str, Any]:
+    """The published numbers (report/paper_numbers.yaml), rows as {column: value}."""
+    raw = yaml.safe_load(resources.files("envisions_flow").joinpath("report/paper_numbers.yaml").read_text())
+    numbers: dict[str, Any] = {"testsets": raw["testsets"], "models": raw["models"]}
+    for table in ("table2", "table3", "table5", "table8", "table9"):
+        columns = raw[table]["columns"]
+        numbers[table] = {
+            model: {key: ({part: dict(zip(columns, values)) for part, values in row.items()}
+                          if isinstance(row, dict) else dict(zip(columns, row)))
+                    for key, row in rows.items()}
+            for model, rows in raw[table].items() if model != "columns"}
+    return numbers
+
+
+def paper_model(config: dict[str, Any]) -> str | None:
+    return (config.get("report") or {}).get("paper_model", DEFAULT_PAPER_MODEL)
+
+
+def paper_rows(config: dict[str, Any], table: str) -> dict[str, Any]:
+    model = paper_model(config)
+    return paper_numbers()[table].get(model, {}) if model else {}
+
+
+def paper_note(config: dict[str, Any], table: str) -> str:
+    model = paper_model(config)
+    if not model:
+        return "The paper's numbers are not shown (report.paper_model: null)."
+    label = paper_numbers()["models"][model]
+    if not paper_numbers()[table].get(model):
+        return f"The paper gives no {label} numbers for this table."
+    if table == "table9":
+        return (f"Columns marked 'paper' are the published {label} numbers per domain (Agent = web); "
+                f"'− paper' is this run minus the paper, in points.")
+    return (f"Rows marked 'paper' are the published {label} numbers for the test sets whose names match the "
+            f"paper's; 'Δ' is this run minus the paper, in points.")
+
+
+Entries = Sequence[Sequence[str]]  # (domain, run, path) per run, as the report rules pass them

@@ -1,0 +1,97 @@
+"""The paper's figures (Fig. 3, 5, 6) from the runs' `analysis.parquet`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from envisions_flow.report.catalogue import FIGURES, REINFORCED, Entries
+from envisions_flow.workflow import artifacts as art
+
+
+def _load_analyses(entries: Entries) -> pd.DataFrame:
+    frames = []
+    for domain, run, path in entries:
+        frame = art.read_table(path, art.ANALYSIS)
+        frames.append(frame.assign(domain=domain, run=run))  # the row's run is the report's, also where shared
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=art.ANALYSIS.names)
+
+
+def _style(method: str) -> dict[str, Any]:
+    return {"linestyle": "--" if method in REINFORCED else "-", "marker": "o", "markersize": 3}
+
+
+def _panels(domains: Sequence[str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, max(1, len(domains)), figsize=(max(6.4, 4.2 * len(domains)), 3.8), squeeze=False)
+    return plt, figure, list(axes[0])
+
+
+def _lines(ax, frame: pd.DataFrame, column: str, scale: float = 1.0) -> None:
+    for run, rows in frame.groupby("run", sort=False):
+        rows = rows.dropna(subset=[column]).sort_values("iteration")
+        if rows.empty:
+            continue
+        method = rows["method"].iloc[0]
+        if len(rows) == 1 and rows["iteration"].iloc[0] == 0:  # few-shot: the base model, a reference line
+            ax.axhline(rows[column].iloc[0] * scale, color="grey", linestyle=":", label=run)
+        else:
+            ax.plot(rows["iteration"], rows[column] * scale, label=run, **_style(method))
+
+
+def figure(name: str, entries: Entries, png: str | Path, svg: str | Path) -> None:
+    """Draw one of FIGURES, a panel per domain, as PNG and SVG."""
+    data = _load_analyses(entries)
+    domains = list(dict.fromkeys(domain for domain, _, _ in entries))
+    plt, fig, axes = _panels(domains)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, domain in zip(axes, domains):
+        frame = data[data["domain"] == domain]
+        ax.set_title(domain)
+        ax.grid(alpha=0.3)
+        if name not in ("fig_ea_stb", "fig_unique"):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if name == "fig_accuracy":
+            _lines(ax, frame, "average_accuracy", 100.0)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("average accuracy (%)")
+        elif name == "fig_explored":
+            _lines(ax, frame, "solved")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("explored (solved) inputs")
+        elif name == "fig_delta_logp":
+            _lines(ax, frame, "delta_logp")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("Δlog p (a⁺ − a⁻, per token)")
+        elif name in ("fig_ea_stb", "fig_unique"):
+            last = frame.dropna(subset=["exploratory_ability_cumulative"]).sort_values("iteration")
+            last = last.groupby("run", sort=False).tail(1)
+            if name == "fig_ea_stb":
+                for _, row in last.iterrows():
+                    ax.scatter(row["stability_cumulative"], row["exploratory_ability_cumulative"], label=row["run"],
+                               marker="s" if row["method"] in REINFORCED else "o")
+                    ax.annotate(row["run"], (row["stability_cumulative"], row["exploratory_ability_cumulative"]),
+                                fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.set_xlabel("stability (cumulative)")
+                ax.set_ylabel("exploratory ability (cumulative)")
+            else:
+                ax.bar(last["run"], last["correct_unique"].astype(float))
+                ax.set_ylabel("correct & unique trajectories")
+                ax.tick_params(axis="x", labelrotation=45)
+        if not ax.has_data():
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        elif name not in ("fig_unique",):
+            ax.legend(fontsize=7)
+    fig.suptitle(FIGURES[name], fontsize=10)
+    fig.tight_layout()
+    for path in (png, svg):
+        fig.savefig(path, dpi=150 if str(path).endswith(".png") else None)
+    plt.close(fig)

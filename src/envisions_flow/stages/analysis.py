@@ -1,0 +1,90 @@
+"""Per-run analysis: Δlog p of U2 pairs, exploration metrics per iteration, the summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from envisions_flow.environments.web import parse_episode_id
+from envisions_flow.methods.analysis import correct_unique, exploration_metrics, log_prob_margins
+from envisions_flow.stages.common import environment_for, iteration_of
+from envisions_flow.workflow import artifacts as art
+from envisions_flow.workflow.runs import method_of, parse_run_dir
+
+log = logging.getLogger("envisions_flow")
+
+
+def margins(config: dict[str, Any], run: str, model_dir: str, u2_path: str, out: str) -> None:
+    """Δlog p of the iteration's U2 pairs under its trained checkpoint (paper Fig. 5b)."""
+    frame = log_prob_margins(model_dir, art.read_table(u2_path, art.U2), environment_for(config, run))
+    art.write_table(frame, out, art.MARGINS)
+    log.info("%s: mean Δlog p %.4f over %d pairs", out, frame["margin"].mean() if len(frame) else float("nan"),
+             len(frame))
+
+
+def _exploration_unit(domain: str, task_id: str) -> str:
+    """What EA/STB count as one input: the task input, except on the web, where every iteration
+    explores fresh episodes (new seeds), so the unit that can be solved again is the MiniWob task."""
+    return parse_episode_id(task_id)[0] if domain == "web" else task_id
+
+
+def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_paths: Sequence[str],
+            pool_paths: Sequence[str], margin_paths: Sequence[str], out: str) -> None:
+    """One row per iteration: accuracy, solved/newly solved, EA/STB, Δlog p, correct-and-unique trajectories.
+
+    `exec_paths` are the execution results of each iteration (samples, and
+    refinements when the run refines; possibly read from another run's directory
+    where shared); iteration 0 (the base model) has accuracy only.
+    """
+    domain, run_name = parse_run_dir(run)
+    solved: dict[int, set[str]] = {}
+    for path in exec_paths:
+        judged = art.read_table(path, art.EXECUTIONS)
+        solved.setdefault(iteration_of(path), set()).update(
+            _exploration_unit(domain, task_id) for task_id in judged.loc[judged["b"] == 1, "id"])
+    pools = {iteration_of(path): path for path in pool_paths}
+    pair_margins = {iteration_of(path): path for path in margin_paths}
+    exploration = exploration_metrics(solved).set_index("iteration") if solved else pd.DataFrame()
+    rows = []
+    for path in eval_paths:
+        iteration = iteration_of(path)
+        row: dict[str, Any] = {"domain": domain, "run": run_name, "method": method_of(config, run_name),
+                               "iteration": iteration,
+                               "average_accuracy": json.loads(Path(path).read_text())["average"],
+                               "solved": None, "newly_solved": None, "exploratory_ability": None,
+                               "stability": None, "exploratory_ability_cumulative": None,
+                               "stability_cumulative": None, "delta_logp": None, "correct_unique": None}
+        if iteration in solved:
+            row.update(exploration.loc[iteration].to_dict())
+            row["correct_unique"] = correct_unique(art.read_table(pools[iteration], art.POOL))
+            pairs = art.read_table(pair_margins[iteration], art.MARGINS)
+            row["delta_logp"] = float(pairs["margin"].mean()) if len(pairs) else None
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    art.write_table(frame, out, art.ANALYSIS)
+    log.info("%s:\n%s", out, frame.to_string(index=False))
+
+
+def summarize(eval_paths: Sequence[str], pool_paths: Sequence[str], out_md: str) -> None:
+    """A Markdown table of accuracy per iteration, with the pool's growth beside it."""
+    pools = {}
+    for path in pool_paths:
+        pool = art.read_table(path, art.POOL)
+        pools[iteration_of(path)] = (len(pool), int((pool["b"] == 1).sum()))
+    evals = [json.loads(Path(path).read_text()) for path in eval_paths]
+    names = list(evals[0]["testsets"]) if evals else []
+    lines = ["| iteration | " + " | ".join(names) + " | average | pool size | pool positives |",
+             "|---" * (len(names) + 4) + "|"]
+    for path, entry in sorted(zip(eval_paths, evals), key=lambda pair: iteration_of(pair[0])):
+        entry = {**entry, "iteration": iteration_of(path)}
+        size, positives = pools.get(entry["iteration"], ("—", "—"))
+        cells = [f"{100 * entry['testsets'][name]['accuracy']:.1f}" for name in names]
+        lines.append(f"| {entry['iteration']} | " + " | ".join(cells) + f" | {100 * entry['average']:.1f} | "
+                     f"{size} | {positives} |")
+    art.write_text("\n".join(lines) + "\n", out_md)
+    log.info("%s:\n%s", out_md, "\n".join(lines))

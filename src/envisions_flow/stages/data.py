@@ -1,0 +1,21 @@
+"""Prepare a data set: read it from its source (generated, hub, file, MiniWob++) into the TASKS table.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from envisions_flow.datasets.loaders import load_tasks
+from envisions_flow.workflow import artifacts as art
+from envisions_flow.workflow.config import dataset_key, dataset_spec
+
+log = logging.getLogger("envisions_flow")
+
+
+def prepare_data(config: dict[str, Any], domain: str, name: str, out: str | Path) -> None:
+    spec = dataset_spec(config, domain, name)
+    frame = load_tasks(spec, dataset_key(domain, name), domain)
+    art.write_table(frame, out, art.TASKS)
+    log.info("%s: %d tasks from %s", out, len(frame), spec.get("kind"))

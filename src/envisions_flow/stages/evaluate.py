@@ -1,0 +1,103 @@
+"""Evaluation: greedy accuracy per test set, with inference-time self-refinement where configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Sequence
+
+from envisions_flow.environments.base import Task
+from envisions_flow.generation.base import Generation
+from envisions_flow.stages.common import backend_for, environment_for, mean, more_turns, run_settings_for, task_list
+from envisions_flow.workflow import artifacts as art
+from envisions_flow.workflow.config import dataset_spec
+from envisions_flow.workflow.runs import method_of, parse_run_dir
+
+log = logging.getLogger("envisions_flow")
+
+
+# Error classes of programs that ran to the end (web: the episode also ended too slowly, or not at all).
+EXECUTED = {"", "wrong_answer", "no_answer", "judge_timeout", "too_slow", "not_done"}
+
+
+def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, testsets: Sequence[str],
+             test_paths: Sequence[str], out_json: str, out_parquet: str) -> None:
+    """Greedy accuracy per test set (zero-shot; few-shot for iteration 0, the untrained base model).
+
+    With eval.self_refine, each prediction also gets one greedy refine pass
+    (inference-time self-refinement, paper Table 8) and both accuracies are reported.
+    """
+    settings = run_settings_for(config, run)
+    domain = parse_run_dir(run)[0]
+    self_refine = bool(settings["eval"]["self_refine"])
+    max_new_tokens = int(settings["eval"]["max_new_tokens"])
+    backend = backend_for(config, model_dir)
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for name, path in zip(testsets, test_paths):
+        spec = dataset_spec(config, domain, name)
+        environment = environment_for(config, run, name)
+        tasks = task_list(art.read_table(path, art.TASKS))
+
+        def greedy(conversations: list[Any]) -> list[Generation]:
+            generations = backend.greedy([backend.render(messages) for messages in conversations], max_new_tokens)
+            return more_turns(environment, backend, tasks, conversations, generations,
+                               lambda more, turn: backend.greedy(more, max_new_tokens))
+
+        generations = greedy([environment.explore_prompt(task, few_shot=iteration == 0) for task in tasks])
+        programs = [environment.extract_program(generation.text) for generation in generations]
+        results = environment.execute(tasks, programs)
+        refined_programs: list[str | None] = [None] * len(tasks)
+        refined_b: list[int | None] = [None] * len(tasks)
+        if self_refine:
+            refined_programs = [environment.extract_program(generation.text) for generation in
+                                greedy([environment.refine_prompt(task, program) for task, program in zip(tasks, programs)])]
+            refined_b = [result.b for result in environment.execute(tasks, refined_programs)]
+        for task, generation, program, result, refined, b_refined in zip(tasks, generations, programs, results,
+                                                                           refined_programs, refined_b):
+            rows.append({"testset": name, "id": task.id, "question": task.question, "answer": task.answer,
+                         "completion": generation.text, "program": program, "value": result.value, "b": result.b,
+                         "error_class": result.error_class, "refined_program": refined, "refined_b": b_refined})
+        classes = Counter(result.error_class or "correct" for result in results)
+        executable = sum(result.error_class in EXECUTED for result in results)
+        summary[name] = {"accuracy": sum(result.b for result in results) / len(results), "n": len(results),
+                         "correct": sum(result.b for result in results), "executable_rate": executable / len(results),
+                         "held_in": bool(spec.get("held_in", True)), "outcomes": dict(classes)}
+        if self_refine:
+            summary[name]["accuracy_self_refined"] = sum(refined_b) / len(results)
+        if domain == "web":
+            summary[name].update(web_success(tasks, results))
+        log.info("%s %s: accuracy %.3f on %d", out_json, name, summary[name]["accuracy"], len(results))
+    art.write_table(rows, out_parquet, art.EVAL)
+    run_name = parse_run_dir(run)[1]
+    report: dict[str, Any] = {"domain": domain, "run": run_name, "method": method_of(config, run_name),
+                              "iteration": iteration, "model": str(model_dir), "testsets": summary,
+                              "average": mean([entry["accuracy"] for entry in summary.values()])}
+    if self_refine:
+        report["average_self_refined"] = mean([entry["accuracy_self_refined"] for entry in summary.values()])
+    if domain == "web":
+        report["average_raw_success"] = mean([entry["raw_success"] for entry in summary.values()])
+    art.write_json(report, out_json)
+
+
+def _raw_success(result: Any) -> int:
+    """MiniWob's raw reward (Execution.value) above 0: solved, however slowly (b also needs the time-decayed
+    reward to reach the threshold)."""
+    return int(result.value is not None and float(result.value) > 0)
+
+
+def web_success(tasks: Sequence[Task], results: Sequence[Any]) -> dict[str, Any]:
+    """Raw success over the test set, and success per MiniWob task (paper Table 11; Task.answer = task name)."""
+    per_task: dict[str, dict[str, Any]] = {}
+    for task, result in zip(tasks, results):
+        entry = per_task.setdefault(task.answer, {"n": 0, "correct": 0, "raw_correct": 0})
+        entry["n"] += 1
+        entry["correct"] += result.b
+        entry["raw_correct"] += _raw_success(result)
+    for entry in per_task.values():
+        entry["success"] = entry["correct"] / entry["n"]
+        entry["raw_success"] = entry["raw_correct"] / entry["n"]
+    return {"raw_success": sum(_raw_success(result) for result in results) / len(results),
+            "task_average": mean([entry["success"] for entry in per_task.values()]),
+            "per_task": dict(sorted(per_task.items()))}
