@@ -273,7 +273,7 @@ def test_limit_counts_the_rows_kept(tmp_path: Path):
 
 
 def test_no_answer_the_judge_can_hold_stops_the_run_at_start_up(tmp_path: Path):
-    from envisions_flow.datasets import check_source
+    from envisions_flow.datasets.loaders import check_source
 
     path = tmp_path / "names.jsonl"
     path.write_text("\n".join(json.dumps({"question": f"Who is {i}?", "answer": name})
@@ -285,7 +285,7 @@ def test_no_answer_the_judge_can_hold_stops_the_run_at_start_up(tmp_path: Path):
 
 def test_start_up_check_reads_every_row(tmp_path: Path):
     """A bad row far into a file stops the run before any job, not 20 s into one."""
-    from envisions_flow.datasets import check_source
+    from envisions_flow.datasets.loaders import check_source
 
     rows = [{"question": f"What is {i}+1?", "answer": str(i + 1)} for i in range(3000)]
     rows[2500]["question"] = None

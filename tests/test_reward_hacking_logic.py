@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from envisions_flow.datasets import load_tasks
+from envisions_flow.datasets.loaders import load_tasks
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.logic import LogicEnvironment
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from envisions_flow import answers
-from envisions_flow.datasets import load_tasks
+from envisions_flow.datasets.loaders import load_tasks
+from envisions_flow.environments import math_answers as answers
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
 

@@ -82,7 +82,7 @@ WARM_MODULES = ("math", "fractions", "decimal", "itertools", "functools", "colle
                 "re", "sympy", "numpy", "scipy")
 
 
-# The kind of value a program returned, beside its text: the judge (answers.py) credits only one number
+# The kind of value a program returned, beside its text: the judge (math_answers.py) credits only one number
 # for a numeric gold, and the text alone cannot tell the number 18 from the list [18] rendered as a set.
 NUMBER = "number"  # int, float, Fraction, Decimal, a numpy or sympy real scalar
 COMPLEX = "complex"  # written a + bi

@@ -14,7 +14,8 @@ import math
 import re
 from typing import Sequence
 
-from .fork_server import COMPLEX, CONTAINER, EXPRESSION, NUMBER, STRING
+from envisions_flow.environments.base import CORRECT, WRONG_ANSWER
+from envisions_flow.environments.fork_server import COMPLEX, CONTAINER, EXPRESSION, NUMBER, STRING
 
 NUMERIC = "numeric"
 SYMBOLIC = "symbolic"
@@ -157,21 +158,21 @@ def verify_latex(value: str, gold: str) -> bool:
 
 
 # Imported by each sandbox worker before it forks, so that a judgement does not import them again.
-MATH_VERIFY_MODULES = ("sympy", "math_verify", "latex2sympy2_extended", "envisions_flow.answers")
+MATH_VERIFY_MODULES = ("sympy", "math_verify", "latex2sympy2_extended", "envisions_flow.environments.math_answers")
 
 
 def math_verify_verdicts(pairs: Sequence[tuple[str, str]], memory_mb: int, workers: int) -> list[str]:
-    """"" (correct), "wrong_answer" or JUDGE_TIMEOUT for each (value, gold), each judged in its own sandbox child.
+    """CORRECT (""), WRONG_ANSWER or JUDGE_TIMEOUT for each (value, gold), each judged in its own sandbox child.
 
     math-verify's parser and sympy can take minutes or all memory on some inputs (9^{9^{9}}), and
     their timeouts use SIGALRM, which neither interrupts a long integer power nor works outside the
     main thread; a child that is killed after JUDGE_TIMEOUT_S does both.
     """
-    from .sandbox import MEMORY, TIMEOUT, Limits, run_many
+    from envisions_flow.environments.sandbox import MEMORY, TIMEOUT, Limits, run_many
 
     if not pairs:
         return []
-    calls = [(f"from envisions_flow.answers import verify_latex\nVALUE = {value!r}\nGOLD = {gold!r}",
+    calls = [(f"from envisions_flow.environments.math_answers import verify_latex\nVALUE = {value!r}\nGOLD = {gold!r}",
               "verify_latex(VALUE, GOLD)") for value, gold in pairs]
     outcomes = run_many(calls, Limits(timeout_s=JUDGE_TIMEOUT_S, memory_mb=memory_mb), workers,
                         preload=MATH_VERIFY_MODULES)
@@ -180,5 +181,5 @@ def math_verify_verdicts(pairs: Sequence[tuple[str, str]], memory_mb: int, worke
         if outcome.error_class in (TIMEOUT, MEMORY):
             verdicts.append(JUDGE_TIMEOUT)
         else:  # an answer math-verify cannot read is simply not correct
-            verdicts.append("" if outcome.value == "True" and not outcome.error_class else "wrong_answer")
+            verdicts.append(CORRECT if outcome.value == "True" and not outcome.error_class else WRONG_ANSWER)
     return verdicts
