@@ -3,6 +3,7 @@ import re
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from envisions_flow.workflow.artifacts import ArtifactError, check_results
 from envisions_flow.workflow.config import (
@@ -13,7 +14,9 @@ from envisions_flow.workflow.config import (
     train_dataset,
 )
 from envisions_flow.methods.mixture import mixture_parts
-from envisions_flow.report.catalogue import report_runs
+from envisions_flow.report.catalogue import FIGURES, REPORT_ITEMS, TABLES, report_runs
+from envisions_flow.environments.registry import sandbox_modes
+from envisions_flow.environments.sandbox import SandboxUnavailable, check_sandboxes
 from envisions_flow.workflow.runs import (
     agent_run_dirs,
     all_run_dirs,
@@ -40,6 +43,12 @@ if workflow.is_main_process:  # once per invocation, not again inside each clust
         check_results("results")
     except ArtifactError as error:
         raise WorkflowError(f"damaged result of an earlier run: {error}")
+    try:  # a kernel without a layer of the sandbox stops the run here, before any job
+        sandbox_layers = check_sandboxes(sandbox_modes(config))
+    except SandboxUnavailable as error:
+        raise WorkflowError(f"sandbox: {error}")
+    if sandbox_layers:
+        logger.info(sandbox_layers)
 
 DOMAINS = list(config["domains"])
 DEFAULT_DOMAINS = config.get("default_domains", DOMAINS)
@@ -370,29 +379,33 @@ def agent_results(wildcards):
     return [f"results/{run}/iter{i}/eval.json" for i in range(iterations(run) + 1)]
 
 
-def report_entries(name, kind="eval"):
-    """(domain, run, path) of each run a table (`eval`: the last iteration's eval.json) or the figures
-    (`analysis`: analysis.parquet) compare; the report scripts read the run from here, not from the file,
-    which may be shared with another run."""
+def report_entries(item):
+    """(domain, run, path) of each run a table or figure compares: the last iteration's eval.json, every
+    iteration's (an agent run's tables, also naming the iteration) or analysis.parquet; the report scripts
+    read the run from here, not from the file, which may be shared with another run."""
     entries = []
-    for domain, run in report_runs(config, name):
+    reads = REPORT_ITEMS[item].reads
+    for domain, run in report_runs(config, REPORT_ITEMS[item].runs):
         directory = run_dir(domain, run)
-        if (
-            kind == "evals"
-        ):  # an agent run's tables: every iteration, the iteration named
+        if reads == "evals":
             entries += [
                 [domain, run, i, f"results/{directory}/iter{i}/eval.json"]
                 for i in range(iterations(directory) + 1)
             ]
-            continue
-        if kind == "eval":
+        elif reads == "eval":
             path = artifact(directory, iterations(directory), "eval", "json")
+            entries.append([domain, run, path])
         else:
-            path = f"results/{directory}/analysis.parquet"
-        entries.append([domain, run, path])
+            entries.append([domain, run, f"results/{directory}/analysis.parquet"])
     return entries
 
 
-def report_inputs(name, kind="eval"):
+def report_inputs(item):
     """The files `report_entries` names, each once: exactly what the table or figure reads."""
-    return sorted({entry[-1] for entry in report_entries(name, kind)})
+    return sorted({entry[-1] for entry in report_entries(item)})
+
+
+def caption_of(item):
+    """A table's or figure's caption (report/<item>.rst), shown by report/item.rst in the HTML report."""
+    with open(workflow.source_path(f"../report/{item}.rst")) as caption:
+        return caption.read()

@@ -9,7 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from envisions_flow.datasets.loaders import DataError, generate_word_problems, load_tasks, with_preset
+from envisions_flow.datasets.loaders import DataError, load_tasks, with_preset
+from envisions_flow.datasets.word_problems import generate_word_problems
+from envisions_flow.environments.logic import LogicEnvironment
+from envisions_flow.environments.math import MathEnvironment
+from envisions_flow.environments.web import WebEnvironment
 
 
 def test_generator_is_seeded_and_train_test_disjoint():
@@ -56,7 +60,7 @@ def test_jsonl_with_field_mapping_and_answer_format(tmp_path: Path):
     path.write_text("\n".join(json.dumps(row) for row in rows))
     spec = {"kind": "file", "path": str(path), "fields": {"question": "q", "answer": "a"}, "answer_format": "gsm8k",
             "name": "gsm"}
-    tasks = load_tasks(spec, "domains.math.train")
+    tasks = load_tasks(spec, "domains.math.train", MathEnvironment)
     assert tasks.to_dict("records") == [
         {"id": "gsm-0", "question": "What is 2+2?", "answer": "4", "source": "gsm"},
         {"id": "gsm-1", "question": "What is 1,000+1?", "answer": "1001", "source": "gsm"},
@@ -155,8 +159,9 @@ def test_hub_presets_map_the_public_columns(monkeypatch, preset, row, question, 
         return datasets.Dataset.from_list([row])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    domain = "logic" if with_preset({"preset": preset}).get("answer_format") == "label" else "math"
-    tasks = load_tasks({"preset": preset}, f"domains.{domain}.testsets.{preset}", domain)
+    logic = with_preset({"preset": preset}).get("answer_format") == "label"
+    domain, environment = ("logic", LogicEnvironment) if logic else ("math", MathEnvironment)
+    tasks = load_tasks({"preset": preset}, f"domains.{domain}.testsets.{preset}", environment)
     assert requested["id"] == with_preset({"preset": preset})["id"]
     assert (tasks["question"].item(), tasks["answer"].item()) == (question, answer)
 
@@ -176,7 +181,7 @@ def test_unreachable_hub_names_the_key(monkeypatch):
 
 
 def test_miniwob_seeds_are_reproducible_and_train_test_disjoint():
-    from envisions_flow.datasets.loaders import MINIWOB_TASKS, miniwob_episodes
+    from envisions_flow.datasets.miniwob import MINIWOB_TASKS, miniwob_episodes
 
     assert len(MINIWOB_TASKS) == len(set(MINIWOB_TASKS)) == 44
     spec = {"kind": "miniwob", "episodes": 300, "seed": 3}
@@ -199,14 +204,14 @@ def test_miniwob_specs_are_checked_before_the_browser(spec, message):
     from envisions_flow.datasets.loaders import check_source
 
     with pytest.raises(DataError, match=message):
-        check_source(spec, "domains.web.train")
+        check_source(spec, "domains.web.train", WebEnvironment, "train")
 
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="no /usr/bin/chromium (make setup installs it)")
 def test_miniwob_rows_hold_the_observation():
     spec = {"preset": "miniwob", "tasks": ["click-button", "enter-text"], "episodes": 2, "seed": 0, "split": "test"}
-    tasks = load_tasks(spec, "domains.web.testsets.miniwob", domain="web")
+    tasks = load_tasks(spec, "domains.web.testsets.miniwob", WebEnvironment)
     assert list(tasks.columns) == ["id", "question", "answer", "source"]
     assert tasks["answer"].tolist() == ["click-button", "click-button", "enter-text", "enter-text"]
     for row in tasks.itertuples():
@@ -246,7 +251,7 @@ def test_asdiv_original_keeps_one_number_answers_and_counts_the_rest(tmp_path: P
     path = tmp_path / "ASDiv.xml"
     _asdiv_xml(path)
     with caplog.at_level("WARNING"):
-        tasks = load_tasks({"preset": "asdiv_xml", "path": str(path)}, "domains.math.testsets.asdiv")
+        tasks = load_tasks({"preset": "asdiv_xml", "path": str(path)}, "domains.math.testsets.asdiv", MathEnvironment)
     kept = {problem_id: gold for problem_id, (_, gold) in ASDIV_ANSWERS.items() if gold is not None}
     assert dict(zip(tasks["id"], tasks["answer"])) == kept
     assert tasks["question"].iloc[0] == ("Seven red apples and two green apples are in the basket. "
@@ -260,7 +265,7 @@ def test_asdiv_hub_columns_load_the_same(monkeypatch):
     rows = [{"body": "Ann has pens.", "question": "How many?", "solution_type": "Addition", "answer": answer,
              "formula": "7+2=9"} for answer, _ in ASDIV_ANSWERS.values()]
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: datasets.Dataset.from_list(rows))
-    tasks = load_tasks({"preset": "asdiv"}, "domains.math.testsets.asdiv")
+    tasks = load_tasks({"preset": "asdiv"}, "domains.math.testsets.asdiv", MathEnvironment)
     assert tasks["answer"].tolist() == [gold for _, gold in ASDIV_ANSWERS.values() if gold is not None]
     assert tasks["id"].tolist() == ["asdiv-0", "asdiv-4", "asdiv-7", "asdiv-8"]  # ids keep the published row
 
@@ -268,7 +273,7 @@ def test_asdiv_hub_columns_load_the_same(monkeypatch):
 def test_limit_counts_the_rows_kept(tmp_path: Path):
     path = tmp_path / "ASDiv.xml"
     _asdiv_xml(path)
-    tasks = load_tasks({"preset": "asdiv_xml", "path": str(path), "limit": 2}, "k")
+    tasks = load_tasks({"preset": "asdiv_xml", "path": str(path), "limit": 2}, "k", MathEnvironment)
     assert tasks["answer"].tolist() == ["9", "-1/3"]
 
 
@@ -279,8 +284,9 @@ def test_no_answer_the_judge_can_hold_stops_the_run_at_start_up(tmp_path: Path):
     path.write_text("\n".join(json.dumps({"question": f"Who is {i}?", "answer": name})
                               for i, name in enumerate(["Tom", "Yes", "3:30 p.m."])))
     with pytest.raises(DataError, match=r"domains\.math\.train\.fields\.answer: no row of .* has one number"):
-        check_source({"kind": "file", "path": str(path)}, "domains.math.train", "math")
-    check_source({"kind": "file", "path": str(path), "answer_type": "symbolic"}, "domains.math.train", "math")
+        check_source({"kind": "file", "path": str(path)}, "domains.math.train", MathEnvironment, "train")
+    check_source({"kind": "file", "path": str(path), "answer_type": "symbolic"}, "domains.math.train", MathEnvironment,
+                 "train")
 
 
 def test_start_up_check_reads_every_row(tmp_path: Path):
@@ -292,7 +298,7 @@ def test_start_up_check_reads_every_row(tmp_path: Path):
     path = tmp_path / "gsm.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in rows))
     with pytest.raises(DataError, match=r"domains\.math\.train\.fields\.question: .* missing values .* \[2500\]"):
-        check_source({"kind": "file", "path": str(path)}, "domains.math.train", "math")
+        check_source({"kind": "file", "path": str(path)}, "domains.math.train", MathEnvironment, "train")
 
 
 def test_published_numeric_golds(tmp_path: Path):
@@ -300,11 +306,12 @@ def test_published_numeric_golds(tmp_path: Path):
     path = tmp_path / "gsm8k.jsonl"
     path.write_text("\n".join(json.dumps({"question": q, "answer": a}) for q, a in [
         ("Q1", "Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 1,000"), ("Q2", "#### −3")]))
-    assert load_tasks({"preset": "gsm8k", "kind": "file", "path": str(path)}, "k")["answer"].tolist() == ["1000", "−3"]
+    gsm8k = load_tasks({"preset": "gsm8k", "kind": "file", "path": str(path)}, "k", MathEnvironment)
+    assert gsm8k["answer"].tolist() == ["1000", "−3"]
     path = tmp_path / "gsmhard.jsonl"
     path.write_text("\n".join(json.dumps({"input": f"Q{i}", "code": "def solution(): ...", "target": target})
                               for i, target in enumerate([7425800.0, 2.3333333333333335, -18.5])))
-    tasks = load_tasks({"preset": "gsm_hard", "kind": "file", "path": str(path)}, "k")
+    tasks = load_tasks({"preset": "gsm_hard", "kind": "file", "path": str(path)}, "k", MathEnvironment)
     assert tasks["answer"].tolist() == ["7425800.0", "2.3333333333333335", "-18.5"]
 
 
@@ -314,4 +321,4 @@ def test_logic_labels_the_world_cannot_give_are_skipped(tmp_path: Path, closed_w
     path.write_text("\n".join(json.dumps({"id": f"q{i}", "context": "Bob is big.", "question": "Bob is big?",
                                           "answer": label}) for i, label in enumerate(["A", "C", "maybe"])))
     spec = {"preset": "proofwriter_logiclm", "path": str(path), "closed_world": closed_world}
-    assert load_tasks(spec, "domains.logic.testsets.pw", "logic")["answer"].tolist() == kept
+    assert load_tasks(spec, "domains.logic.testsets.pw", LogicEnvironment)["answer"].tolist() == kept

@@ -92,8 +92,9 @@ def tasks(tmp_path_factory) -> dict[str, Task]:
         {"id": "RT-1-2", "text": "The cat is red.", "label": False},
         {"id": "RT-1-3", "text": "The cat is not rough.", "label": False}]}) + "\n")
     frames = [load_tasks({"preset": "proofwriter_logiclm", "path": str(processed)}, "domains.logic.testsets.pw",
-                         "logic"),
-              load_tasks({"preset": "ruletaker_jsonl", "path": str(ruletaker)}, "domains.logic.testsets.rt", "logic")]
+                         LogicEnvironment),
+              load_tasks({"preset": "ruletaker_jsonl", "path": str(ruletaker)}, "domains.logic.testsets.rt",
+                         LogicEnvironment)]
     return {row.id: Task(row.id, row.question, row.answer) for frame in frames for row in frame.itertuples()}
 
 

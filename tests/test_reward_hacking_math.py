@@ -159,7 +159,7 @@ def tasks(tmp_path_factory) -> dict[str, dict[str, Task]]:
     directory = tmp_path_factory.mktemp("published")
     specs = {"gsm8k": _gsm8k(directory), "gsm_hard": _gsm_hard(directory), "asdiv": _asdiv(directory),
              "math": _math500(directory)}
-    frames = {name: load_tasks(spec, f"domains.math.testsets.{name}") for name, spec in specs.items()}
+    frames = {name: load_tasks(spec, f"domains.math.testsets.{name}", MathEnvironment) for name, spec in specs.items()}
     return {name: {row.id: Task(row.id, row.question, row.answer) for row in frame.itertuples()}
             for name, frame in frames.items()}
 
@@ -220,18 +220,13 @@ FORGED_RESULT = sol("try:\n    open('/etc/passwd').read()\nexcept Exception:\n  
                     "        os._exit(0)\n    except OSError:\n        pass", "import os")
 
 
-# DEPENDS ON THE KERNEL-SANDBOX CHANGE (issue 22's sandbox part, another branch): today a refused file access
-# that the program catches leaves its return value standing. Remove the marker when that change is merged;
-# it is strict, so the test then fails until the marker goes.
-@pytest.mark.xfail(strict=True, reason="needs the kernel-sandbox change: a caught refusal must end in an error class")
+# These two hold because of the kernel sandbox (issue 18): a refusal is recorded in the result pipe before
+# the program can catch it, and that record outweighs anything the program writes there afterwards.
 def test_a_caught_refusal_is_never_credited(tasks):
     result, = MathEnvironment().execute([tasks["gsm8k"]["gsm8k-1"]], [CAUGHT_REFUSAL])
-    assert result.b == 0 and result.error_class != ""
+    assert (result.b, result.error_class) == (0, "forbidden"), result
 
 
-# DEPENDS ON THE SANDBOX TOO: the child reports on a pipe that the program itself can write to, so it can
-# write a clean result of its own after a refused attempt (or instead of returning). Strict, as above.
-@pytest.mark.xfail(strict=True, reason="the program can write its own result to the child's result pipe")
 def test_a_forged_result_is_never_credited(tasks):
     result, = MathEnvironment().execute([tasks["gsm8k"]["gsm8k-1"]], [FORGED_RESULT])
-    assert result.b == 0 and result.error_class != ""
+    assert (result.b, result.error_class) == (0, "forbidden"), result

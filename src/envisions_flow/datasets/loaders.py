@@ -2,24 +2,20 @@
 
 Every source is normalised to rows (id, question, answer, source). Problems are
 reported with the config key and the file or field at fault, before any model
-work starts. Data sets load in their published forms: a row whose answer the judge
-cannot hold (an ASDiv answer that is a name, "Yes", two values or a clock time, for a
-numeric judge) is skipped and counted in the log, never reduced to its first number.
+work starts. Data sets load in their published forms: a row whose answer the domain's
+judge cannot hold (its environment's `holds_answer`: for the math judge, an ASDiv answer
+that is a name, "Yes", two values or a clock time) is skipped and counted in the log, never
+reduced to its first number.
 """
 
 from __future__ import annotations
-
-import hashlib
 import logging
 import math
-import random
 import re
 from pathlib import Path
 from typing import Any, Callable
-
 import numpy as np
 import pandas as pd
-
 from envisions_flow.environments import math_answers as answers
 
 log = logging.getLogger(__name__)
@@ -59,18 +55,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "answer_format": "label", "closed_world": True},
     "miniwob": {"kind": "miniwob"},
 }
-
-# The 44 MiniWob++ tasks of the ENVISIONS paper (Table 11): the default task list of `kind: miniwob`.
-MINIWOB_TASKS = [
-    "choose-date", "choose-list", "click-button", "click-button-sequence", "click-checkboxes",
-    "click-checkboxes-large", "click-checkboxes-soft", "click-checkboxes-transfer", "click-collapsible",
-    "click-color", "click-dialog", "click-dialog-2", "click-link", "click-option", "click-scroll-list",
-    "click-shades", "click-shape", "click-tab", "click-test", "click-test-2", "click-widget", "copy-paste",
-    "copy-paste-2", "enter-date", "enter-password", "enter-text", "enter-text-dynamic", "enter-time",
-    "focus-text", "focus-text-2", "guess-number", "identify-shape", "multi-layouts", "multi-orderings",
-    "navigate-tree", "read-table", "search-engine", "simple-algebra", "simple-arithmetic", "social-media-all",
-    "text-transform", "unicode-test", "use-slider", "use-spinner",
-]
 
 
 def with_preset(spec: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +148,7 @@ def explode(frame: pd.DataFrame, column: str, key: str, origin: str) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-_SENTENCE_END = (".", "?", "!", ":", ";", '"', "'", "”")
+_SENTENCE_END = (".", "?", "!", ":", ";", '"', "'", "\u201d")
 
 
 def _format(template: str, row: dict) -> str:
@@ -196,7 +180,8 @@ def _check_scalars(column: list[Any], key: str, origin: str) -> None:
                         f"{sorted({kind for _, kind in wrong})}")
 
 
-def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str, domain: str = "math") -> pd.DataFrame:
+def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str,
+              environment: type | None = None) -> pd.DataFrame:
     """Map a raw table to (id, question, answer, source) and check it; rows the judge cannot answer are skipped."""
     if spec.get("explode"):
         frame = explode(frame, spec["explode"], key, origin)
@@ -235,7 +220,7 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str, 
     duplicated = out["id"][out["id"].duplicated()].unique().tolist()
     if duplicated:
         raise DataError(f"{key}.fields.id: {origin} has duplicate ids {duplicated[:5]}")
-    held, judged_as = _answers_held(out["answer"], spec, domain)
+    held, judged_as = _answers_held(out["answer"], spec, environment)
     if not held.all():
         skipped = [int(i) for i in out.index[~held]]
         examples = ", ".join(f"row {i}: {values['answer'][i]!r}" for i in skipped[:5])
@@ -249,204 +234,66 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str, 
     return out
 
 
-def _answers_held(golds: pd.Series, spec: dict[str, Any], domain: str) -> tuple[pd.Series, str]:
-    """Which gold answers the domain's judge can credit, and what it credits (for messages)."""
-    if domain == "logic":
-        labels = {"True", "False"} if spec.get("closed_world") else {"True", "False", "Unknown"}
-        return golds.isin(labels), f"one of the labels {sorted(labels)}"
-    if domain == "math" and spec.get("answer_type", answers.NUMERIC) == answers.NUMERIC:
-        number = golds.map(answers.parse_number)
-        return number.map(lambda value: value is not None and math.isfinite(value)).astype(bool), "one number"
-    return golds.str.strip() != "", "a non-empty text"
+def _answers_held(golds: pd.Series, spec: dict[str, Any], environment: type | None) -> tuple[pd.Series, str]:
+    """Which gold answers the domain's judge can credit (its environment's `holds_answer`), and what those are."""
+    holds = getattr(environment, "holds_answer", None)
+    if holds is None:
+        return golds.str.strip() != "", "a non-empty text"
+    accepts, judged_as = holds(spec)
+    return golds.map(accepts).astype(bool), judged_as
 
 
-def load_tasks(spec: dict[str, Any], key: str, domain: str = "math") -> pd.DataFrame:
-    """Rows (id, question, answer, source) for one configured dataset."""
+def load_tasks(spec: dict[str, Any], key: str, environment: type | None = None) -> pd.DataFrame:
+    """Rows (id, question, answer, source) for one configured dataset.
+
+    File and hub data load the same way in every domain; any other kind (`generated`, `miniwob`) is data
+    the domain's environment class makes itself (its `load_tasks`), so a new environment brings its own.
+    """
     spec = with_preset(spec)
     kind = spec.get("kind")
-    if kind == "generated":
-        if domain == "logic":
-            from envisions_flow.datasets.theories import generate_theories
-
-            return generate_theories(spec, key)
-        return generate_word_problems(spec, key)
-    if kind == "miniwob":
-        return miniwob_tasks(spec, key)
     if kind == "file":
         path = Path(spec.get("path", ""))
-        return normalise(_read_file(path, key, spec.get("xpath", ".//Problem")), spec, key, str(path), domain)
+        return normalise(_read_file(path, key, spec.get("xpath", ".//Problem")), spec, key, str(path), environment)
     if kind == "hub":
-        return normalise(_read_hub(spec, key), spec, key, spec["id"], domain)
-    raise DataError(f"{key}.kind: must be one of generated, file, hub, miniwob (got {kind!r})")
+        return normalise(_read_hub(spec, key), spec, key, spec["id"], environment)
+    _check_environment_kind(spec, key, environment)
+    return environment.load_tasks(spec, key)  # type: ignore[union-attr]
 
 
-def check_source(spec: dict[str, Any], key: str, domain: str = "math") -> None:
-    """Start-up check of a dataset spec: its file exists and is readable, and every row has the mapped fields,
-    text or numbers in them, and at least one row an answer the judge can hold (a file is read whole: a bad
-    row 2,000 would otherwise stop a job minutes later)."""
+def check_source(spec: dict[str, Any], key: str, environment: type | None = None, role: str = "test") -> None:
+    """Start-up check of a dataset spec: its file exists and is readable, and every row has the mapped fields, text
+    or numbers in them, and at least one row an answer the judge can hold (a file is read whole: a bad row 2,000
+    would otherwise stop a job minutes later); data an environment makes is checked by the environment
+    (`check_tasks`), knowing its `role` (train or test)."""
     spec = with_preset(spec)
-    if spec.get("fresh_seeds") and spec.get("kind") != "miniwob":
-        raise DataError(f"{key}.fresh_seeds: only miniwob data draws fresh episodes per iteration")
-    if spec.get("kind") == "file":
-        path = Path(spec.get("path", ""))
-        normalise(_read_file(path, key, spec.get("xpath", ".//Problem")), spec, key, str(path), domain)
-    elif spec.get("kind") == "miniwob":
-        miniwob_episodes(spec, key)
-    elif spec.get("kind") not in {"generated", "hub"}:
-        raise DataError(f"{key}.kind: must be one of generated, file, hub, miniwob (got {spec.get('kind')!r})")
+    kind = spec.get("kind")
+    if spec.get("fresh_seeds") and kind not in getattr(environment, "fresh_seeds_kinds", ()):
+        raise DataError(f"{key}.fresh_seeds: {kind} data is fixed; only data an environment draws anew each "
+                        "iteration (the web's miniwob episodes) takes fresh_seeds")
+    if kind in GENERIC_KINDS:
+        if kind == "file":
+            path = Path(spec.get("path", ""))
+            normalise(_read_file(path, key, spec.get("xpath", ".//Problem")), spec, key, str(path), environment)
+        return
+    _check_environment_kind(spec, key, environment)
+    check = getattr(environment, "check_tasks", None)
+    if check is not None:
+        check(spec, key, role)
 
 
-# ---- generated grade-school word problems -------------------------------------------------------
-
-_NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farah", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena",
-          "Maya", "Noah", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara", "Uma", "Victor", "Wen", "Yusuf"]
-_ITEMS = ["apples", "marbles", "stickers", "pencils", "cookies", "books", "shells", "cards", "stamps", "eggs",
-          "flowers", "coins", "toy cars", "beads", "oranges", "balloons"]
+GENERIC_KINDS = ("file", "hub")
 
 
-def _templates(r: random.Random, high: int, one_step: bool) -> list[Callable[[], tuple[str, int]]]:
-    """Each template draws its numbers and returns (question, exact integer answer)."""
-    name, other, item = r.choice(_NAMES), r.choice(_NAMES), r.choice(_ITEMS)
-    a, b, c = r.randint(2, high), r.randint(2, high), r.randint(2, max(3, high // 4))
-
-    def more():
-        return f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?", a + b
-
-    def fewer():
-        big = a + b
-        return f"{name} had {big} {item} and gave {b} of them to {other}. How many {item} does {name} have left?", a
-
-    def packs():
-        return f"{name} buys {c} bags of {item}. Each bag holds {b} {item}. How many {item} does {name} buy?", c * b
-
-    def share():
-        total = b * c
-        return (f"{name} shares {total} {item} equally among {c} friends. How many {item} does each friend get?", b)
-
-    def shop():
-        price, count = r.randint(2, max(3, high // 5)), c
-        paid = price * count + a
-        return (f"{name} buys {count} notebooks that cost ${price} each and pays with ${paid}. "
-                f"How many dollars of change does {name} get?", paid - price * count)
-
-    def two_step():
-        return (f"{name} has {a} {item}. {name} buys {c} boxes with {b} {item} in each box. "
-                f"How many {item} does {name} have in total?", a + b * c)
-
-    def compare():
-        return (f"{name} collected {a} {item}. {other} collected {c} times as many {item} as {name}. "
-                f"How many {item} did they collect together?", a + a * c)
-
-    def weekly():
-        days = r.randint(2, 7)
-        return (f"{name} reads {b} pages every day for {days} days and then {a} pages on the last day. "
-                f"How many pages does {name} read in all?", b * days + a)
-
-    one_step_templates = [more, fewer, packs, share]
-    return one_step_templates if one_step else one_step_templates + [shop, two_step, compare, weekly]
+def _check_environment_kind(spec: dict[str, Any], key: str, environment: type | None) -> None:
+    kinds = tuple(getattr(environment, "task_kinds", ()))
+    if spec.get("kind") not in kinds:
+        raise DataError(f"{key}.kind: must be one of {', '.join(GENERIC_KINDS + kinds)} for this domain's "
+                        f"environment (got {spec.get('kind')!r})")
 
 
-def _split_of(question: str, test_fraction: float = 0.3) -> str:
-    digest = int(hashlib.sha256(question.encode()).hexdigest()[:8], 16)
-    return "test" if digest / 0xFFFFFFFF < test_fraction else "train"
-
-
-def _train_or_test(spec: dict[str, Any], key: str, kind: str) -> str:
+def split_of_spec(spec: dict[str, Any], key: str, kind: str) -> str:
     """The split of data the project makes itself: train and test are disjoint by construction."""
     split = spec.get("split", "train")
     if split not in {"train", "test"}:
         raise DataError(f"{key}.split: {kind} data has splits train and test (got {split!r})")
     return split
-
-
-def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
-    """Seeded grade-school word problems whose answers are computed.
-
-    `easy` problems take one step with numbers up to 20; `medium` (up to 100)
-    and `hard` (up to 100,000, in the spirit of GSM-Hard) add two-step ones.
-    Train and test are disjoint by construction: a problem's split is a hash of
-    its text, and each split keeps only its own problems.
-    """
-    n = int(spec.get("n", 0))
-    if n <= 0:
-        raise DataError(f"{key}.n: a generated dataset needs n > 0")
-    split = _train_or_test(spec, key, "generated")
-    difficulty = spec.get("difficulty", "easy")
-    high = {"easy": 20, "medium": 100, "hard": 100_000}.get(difficulty)
-    if high is None:
-        raise DataError(f"{key}.difficulty: must be easy, medium or hard")
-    r = random.Random(int(spec.get("seed", 0)))
-    name = spec.get("name", key.split(".")[-1])
-    seen: set[str] = set()
-    rows = []
-    for _ in range(n * 1000):
-        if len(rows) == n:
-            break
-        question, answer = r.choice(_templates(r, high, one_step=difficulty == "easy"))()
-        if question in seen or _split_of(question) != split:
-            continue
-        seen.add(question)
-        rows.append({"id": f"{name}-{len(rows)}", "question": question, "answer": str(answer), "source": name})
-    if len(rows) < n:
-        raise DataError(f"{key}.n: could only generate {len(rows)} distinct {split} problems")
-    return pd.DataFrame(rows)
-
-
-# ---- MiniWob++ episodes (web domain) ------------------------------------------------------------
-
-_SEED_RANGE = 2**30  # train seeds lie in [0, 2^30), test seeds in [2^30, 2^31): disjoint by construction
-
-
-def miniwob_episodes(spec: dict[str, Any], key: str) -> list[tuple[str, int]]:
-    """(task name, seed) pairs: `episodes` per task, seeds hashed from (seed, task, index) into the split's range.
-
-    With `fresh_seeds`, iteration i (`spec["iteration"]`, default 1) gets the i-th block of
-    `episodes` distinct seeds of each task's sequence, so every iteration explores new
-    episodes (the authors' seed = id + 50 * iteration) and iteration 1 equals the static set.
-    """
-    from envisions_flow.environments.web import miniwob_html_dir
-
-    names = spec.get("tasks", MINIWOB_TASKS)
-    if not names:
-        raise DataError(f"{key}.tasks: name at least one MiniWob task")
-    unknown = [name for name in names if not (miniwob_html_dir() / f"{name}.html").is_file()]
-    if unknown:
-        raise DataError(f"{key}.tasks: unknown MiniWob task(s) {unknown} (the paper's 44 are datasets.MINIWOB_TASKS)")
-    episodes = int(spec.get("episodes", 0))
-    if episodes <= 0:
-        raise DataError(f"{key}.episodes: a miniwob dataset needs episodes > 0 (episodes per task)")
-    split = _train_or_test(spec, key, "miniwob")
-    block = int(spec.get("iteration", 1)) if spec.get("fresh_seeds") else 1
-    offset = _SEED_RANGE if split == "test" else 0
-    out = []
-    for name in names:
-        seeds: list[int] = []
-        seen: set[int] = set()
-        for index in range(episodes * block * 10):
-            if len(seeds) == episodes * block:
-                break
-            digest = hashlib.sha256(f"{spec.get('seed', 0)}:{name}:{index}".encode()).hexdigest()
-            seed = offset + int(digest[:8], 16) % _SEED_RANGE
-            if seed not in seen:
-                seen.add(seed)
-                seeds.append(seed)
-        out += [(name, seed) for seed in sorted(seeds[episodes * (block - 1):])]
-    return out
-
-
-def miniwob_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
-    """Rows (id = "task:seed", question = the episode's observation, answer = task name) from the browser.
-
-    The observation (utterance + HTML) is rendered here, once, so prompts are plain functions
-    of the row (see environments/web.py).
-    """
-    from envisions_flow.environments.web import WebEnvironment, episode_id
-
-    episodes = miniwob_episodes(spec, key)
-    try:
-        observations = WebEnvironment(workers=2, progress=True).observe(episodes)
-    except RuntimeError as error:
-        raise DataError(f"{key}: {error}") from None
-    name = spec.get("name", key.split(".")[-1])
-    return pd.DataFrame({"id": [episode_id(task, seed) for task, seed in episodes], "question": observations,
-                         "answer": [task for task, _ in episodes], "source": name})

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
 
 from envisions_flow.environments import math_answers as answers
 from envisions_flow.environments.base import (
@@ -18,7 +21,8 @@ from envisions_flow.environments.base import (
     chat,
     extract_fenced,
 )
-from envisions_flow.environments.sandbox import Limits, Outcome, run_many
+from envisions_flow.environments.registry import sandboxed_options
+from envisions_flow.environments.sandbox import Confinement, Limits, Outcome, run_many
 
 INSTRUCTION = (
     "Solve the math problem by writing a Python function `solution()` that computes and returns "
@@ -69,7 +73,36 @@ class MathEnvironment:
     limits: Limits = field(default_factory=Limits)
     workers: int = 2
     progress: bool = False
+    confinement: Confinement = field(default_factory=Confinement)
     domain: str = "math"
+    task_kinds = ("generated",)  # data it makes itself, beside file and hub data
+    uses_sandbox = True  # its programs run in the kernel-confined sandbox (execution.sandbox)
+
+    @classmethod
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+                    progress: bool) -> "MathEnvironment":
+        return cls(answer_type=dataset.get("answer_type", answers.NUMERIC),
+                   numeric_match=str(execution.get("numeric_match", answers.ABSOLUTE_AND_RELATIVE)),
+                   **sandboxed_options(domain, execution, progress), **options)
+
+    @staticmethod
+    def holds_answer(spec: Mapping[str, Any]) -> tuple[Callable[[str], bool], str]:
+        """Which gold answers the judge can credit, and what those are: one number for a numeric data set
+        (ASDiv's "Yes", "3:30 p.m." or "5 (years old); 15 (years old)" is none), any text for a symbolic one."""
+        if spec.get("answer_type", answers.NUMERIC) == answers.NUMERIC:
+            def one_number(gold: str) -> bool:
+                number = answers.parse_number(gold)
+                return number is not None and math.isfinite(number)
+
+            return one_number, "one number"
+        return (lambda gold: gold.strip() != ""), "a non-empty text"
+
+    @staticmethod
+    def load_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
+        """`kind: generated`: seeded grade-school word problems (the demo's data)."""
+        from envisions_flow.datasets.word_problems import generate_word_problems
+
+        return generate_word_problems(spec, key)
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
         examples = [(_question_turn(q), self.render_solution(p)) for q, p in FEW_SHOT] if few_shot else []
@@ -95,7 +128,7 @@ class MathEnvironment:
         runnable = [i for i, program in enumerate(programs) if program.strip()]
         outcomes = dict(
             zip(runnable, run_many([(programs[i], "solution()") for i in runnable], self.limits, self.workers,
-                                   progress=self.progress))
+                                   progress=self.progress, confinement=self.confinement))
         )
         symbolic = self.answer_type == answers.SYMBOLIC
         judge = answers.symbolic_verdict if symbolic else answers.numeric_verdict
@@ -115,7 +148,7 @@ class MathEnvironment:
                 correct = judge(outcome.value, outcome.kind, task.answer, self.numeric_match)
                 results[index] = _verdict(outcome, CORRECT if correct else WRONG_ANSWER)
         verdicts = answers.math_verify_verdicts([(outcomes[i].value, tasks[i].answer) for i in for_math_verify],
-                                                self.limits.memory_mb, self.workers)
+                                                self.limits.memory_mb, self.workers, self.confinement)
         for index, error_class in zip(for_math_verify, verdicts):
             results[index] = _verdict(outcomes[index], error_class)
         return [results[i] for i in range(len(tasks))]

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from envisions_flow.environments.base import CORRECT, WRONG_ANSWER
 from envisions_flow.environments.fork_server import COMPLEX, CONTAINER, EXPRESSION, NUMBER, STRING
+
+if TYPE_CHECKING:
+    from envisions_flow.environments.sandbox import Confinement
 
 NUMERIC = "numeric"
 SYMBOLIC = "symbolic"
@@ -161,21 +164,22 @@ def verify_latex(value: str, gold: str) -> bool:
 MATH_VERIFY_MODULES = ("sympy", "math_verify", "latex2sympy2_extended", "envisions_flow.environments.math_answers")
 
 
-def math_verify_verdicts(pairs: Sequence[tuple[str, str]], memory_mb: int, workers: int) -> list[str]:
+def math_verify_verdicts(pairs: Sequence[tuple[str, str]], memory_mb: int, workers: int,
+                         confinement: Confinement | None = None) -> list[str]:
     """CORRECT (""), WRONG_ANSWER or JUDGE_TIMEOUT for each (value, gold), each judged in its own sandbox child.
 
     math-verify's parser and sympy can take minutes or all memory on some inputs (9^{9^{9}}), and
     their timeouts use SIGALRM, which neither interrupts a long integer power nor works outside the
     main thread; a child that is killed after JUDGE_TIMEOUT_S does both.
     """
-    from envisions_flow.environments.sandbox import MEMORY, TIMEOUT, Limits, run_many
+    from envisions_flow.environments.sandbox import MEMORY, TIMEOUT, Confinement, Limits, run_many
 
     if not pairs:
         return []
     calls = [(f"from envisions_flow.environments.math_answers import verify_latex\nVALUE = {value!r}\nGOLD = {gold!r}",
               "verify_latex(VALUE, GOLD)") for value, gold in pairs]
     outcomes = run_many(calls, Limits(timeout_s=JUDGE_TIMEOUT_S, memory_mb=memory_mb), workers,
-                        preload=MATH_VERIFY_MODULES)
+                        preload=MATH_VERIFY_MODULES, confinement=confinement or Confinement())
     verdicts = []
     for outcome in outcomes:
         if outcome.error_class in (TIMEOUT, MEMORY):

@@ -36,7 +36,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from envisions_flow.environments.base import (
     CORRECT,
@@ -263,6 +263,48 @@ class WebEnvironment:
     step_instruction: str = STEP_INSTRUCTION
     # one browser clipboard for all pages: a copy ... paste program holds it for its whole run
     _clipboard: asyncio.Lock | None = field(default=None, init=False, repr=False)
+    task_kinds = ("miniwob",)  # data it makes itself (episodes rendered in the browser), beside file and hub data
+    fresh_seeds_kinds = ("miniwob",)  # with fresh_seeds, iteration i explores the i-th block of new episodes
+    averaged_metrics = ("raw_success",)  # eval.json's average_raw_success beside the average accuracy
+
+    # ---- configuration, data and metrics (environments/registry.py) -------------------------
+
+    @classmethod
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+                    progress: bool) -> "WebEnvironment":
+        from envisions_flow.environments.registry import execution_options
+
+        return cls(reward_threshold=float(execution.get("reward_threshold", 0.8)),
+                   max_actions=int(execution.get("max_actions", 50)), max_turns=int(execution.get("max_turns", 1)),
+                   browser_relaunches=int(execution.get("browser_relaunches", 3)),
+                   **execution_options(execution, progress), **options)
+
+    @staticmethod
+    def load_tasks(spec: dict[str, Any], key: str) -> Any:
+        """`kind: miniwob`: episodes, each rendered once in the browser into its observation."""
+        from envisions_flow.datasets.miniwob import miniwob_tasks
+
+        return miniwob_tasks(spec, key)
+
+    @staticmethod
+    def check_tasks(spec: dict[str, Any], key: str, role: str) -> None:
+        """Train and test episodes are disjoint because their seeds lie in the two splits' ranges."""
+        from envisions_flow.datasets.loaders import DataError
+        from envisions_flow.datasets.miniwob import miniwob_episodes
+
+        miniwob_episodes(spec, key)
+        wanted = "train" if role == "train" else "test"
+        if spec.get("split", "train") != wanted:
+            raise DataError(f"{key}.split: a miniwob {role} set takes split: {wanted} (its seeds would share the "
+                            f"{'test' if wanted == 'train' else 'train'} range)")
+
+    def exploration_unit(self, task_id: str) -> str:
+        """What EA/STB count as one input: every iteration explores fresh episodes (new seeds), so the unit
+        that can be solved again is the MiniWob task."""
+        return parse_episode_id(task_id)[0]
+
+    def testset_metrics(self, tasks: Sequence[Task], results: Sequence[Execution]) -> dict[str, Any]:
+        return web_success(tasks, results)
 
     # ---- prompts and programs ---------------------------------------------------------------
 
@@ -590,3 +632,25 @@ def _close_popup(popup: Any) -> None:
 async def _close_quietly(target: Any, timeout_s: float = 5) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(target.close(), timeout_s)
+
+
+def _raw_success(result: Execution) -> int:
+    """MiniWob's raw reward (Execution.value) above 0: solved, however slowly (b also needs the time-decayed
+    reward to reach the threshold)."""
+    return int(result.value is not None and float(result.value) > 0)
+
+
+def web_success(tasks: Sequence[Task], results: Sequence[Execution]) -> dict[str, Any]:
+    """Raw success over the test set, and success per MiniWob task (paper Table 11; Task.answer = task name)."""
+    per_task: dict[str, dict[str, Any]] = {}
+    for task, result in zip(tasks, results):
+        entry = per_task.setdefault(task.answer, {"n": 0, "correct": 0, "raw_correct": 0})
+        entry["n"] += 1
+        entry["correct"] += result.b
+        entry["raw_correct"] += _raw_success(result)
+    for entry in per_task.values():
+        entry["success"] = entry["correct"] / entry["n"]
+        entry["raw_success"] = entry["raw_correct"] / entry["n"]
+    return {"raw_success": sum(_raw_success(result) for result in results) / len(results),
+            "task_average": sum(entry["success"] for entry in per_task.values()) / len(per_task),
+            "per_task": dict(sorted(per_task.items()))}

@@ -21,7 +21,7 @@ import pandas as pd
 
 from envisions_flow.report.catalogue import (
     MISSING,
-    TABLES,
+    REPORT_ITEMS,
     Entries,
     paper_note,
     paper_numbers,
@@ -81,7 +81,7 @@ class Table:
 
     @property
     def title(self) -> str:
-        return TABLES.get(self.name, self.name)
+        return REPORT_ITEMS[self.name].title if self.name in REPORT_ITEMS else self.name
 
     def markdown(self) -> str:
         body = self.frame.to_markdown(index=False, stralign="right", disable_numparse=True)
@@ -258,26 +258,30 @@ def table9(config: dict[str, Any], entries: Entries) -> Table:
 
 
 def table11(config: dict[str, Any], entries: Entries) -> Table:
-    """MiniWob++ success per task (web runs, from eval.json's testsets.<name>.per_task)."""
+    """Success per task family (paper Table 11: MiniWob++), from eval.json's testsets.<name>.per_task: the
+    breakdown an environment reports for its test sets (the web's, by MiniWob task)."""
     evals = _load_evals(entries)
-    if "web" not in config["domains"] or not evals:
-        return Table("table11", pd.DataFrame(), ["No web runs were configured."])
-    names = list(domain_settings(config, "web")["testsets"])
+    if not evals:
+        return Table("table11", pd.DataFrame(), ["No run of a domain whose environment reports success per task "
+                                                 "(the web's) was configured."])
+    domains = {domain for domain, _ in evals}
     series: dict[str, dict[str, float]] = {}
-    for (_, run), result in evals.items():
+    for (domain, run), result in evals.items():
+        names = list(domain_settings(config, domain)["testsets"])
         for name in names:
             per_task = (result["testsets"].get(name) or {}).get("per_task")
             if per_task is not None:
-                series[run if len(names) == 1 else f"{run}/{name}"] = {task: _pct(entry["success"])
-                                                                       for task, entry in per_task.items()}
+                label = "/".join([*([domain] if len(domains) > 1 else []), run, *([name] if len(names) > 1 else [])])
+                series[label] = {task: _pct(entry["success"]) for task, entry in per_task.items()}
     if not series:
         return Table("table11", pd.DataFrame(),
-                     ["The web runs' eval.json files have no per-task breakdown (testsets.<name>.per_task)."])
+                     ["The runs' eval.json files have no per-task breakdown (testsets.<name>.per_task)."])
     tasks = sorted({task for values in series.values() for task in values})
     rows = [{"task": task, **{column: _fmt(values.get(task, math.nan)) for column, values in series.items()}}
             for task in tasks]
     rows.append({"task": "average", **{column: _fmt(_mean(values.values())) for column, values in series.items()}})
-    notes = ["Success rate in % per MiniWob++ task at each run's last iteration; 'average' is the mean over tasks."]
+    notes = ["Success rate in % per task (MiniWob++: per task of the benchmark) at each run's last iteration; "
+             "'average' is the mean over tasks."]
     return Table("table11", pd.DataFrame(rows), notes)
 
 

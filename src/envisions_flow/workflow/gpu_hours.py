@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envisions_flow.datasets.loaders import MINIWOB_TASKS
+from envisions_flow.datasets.miniwob import MINIWOB_TASKS
 from envisions_flow.workflow.config import ConfigError, dataset_spec, domain_settings
 from envisions_flow.workflow.runs import deep_merge, run_settings, runs_of, training_plan
 
