@@ -21,8 +21,8 @@ LIMITS = Limits(timeout_s=3.0, memory_mb=512)
 
 def judge(outcome, answer: str) -> list:
     """b as MathEnvironment.execute gives it, with the outcome's error class, error and value."""
-    right = not outcome.error_class and outcome.value is not None and answers.is_correct(
-        outcome.value, answer, answers.NUMERIC)
+    right = not outcome.error_class and outcome.value is not None and answers.numeric_verdict(
+        outcome.value, outcome.kind, answer)
     return [int(right), outcome.error_class, outcome.error, outcome.value]
 
 

@@ -44,6 +44,7 @@ for w in ['a', 'b']:
 
 LOGIC_CLASSES = {logic_programs.MISSING_SECTION, logic_programs.UNBALANCED, logic_programs.BAD_ATOM,
                  logic_programs.BAD_RULE, logic_programs.ARITY_CLASH, logic_programs.UNKNOWN_PREDICATE,
+                 logic_programs.EMPTY_PROGRAM, logic_programs.UNRELATED_QUERY, logic_programs.INCONSISTENT,
                  logic_programs.SOLVER}
 WEB_CLASSES = {web_programs.SYNTAX, web_programs.FORBIDDEN, web_programs.LIMIT, web_programs.RUNTIME,
                web_programs.BAD_KEY, web_programs.NO_PROGRAM, web_programs.TOO_LARGE, web_programs.TEXT_LIMIT,
@@ -69,7 +70,7 @@ def mutated(draw, text: str, alphabet: st.SearchStrategy[str]) -> str:
 
 LOGIC_PIECES = st.one_of(st.text(max_size=8), st.sampled_from(
     ["(", ")", "$x", "$y", ",", "&&", ">>>", ":::", "True", "False", "Query:", "Rules:", "\n", "Kind(", "not ",
-     "Nice($x, True)", ":-", ".", "#const", "%"]))
+     "Nice($x, True)", ":-", ".", "#const", "%", "!", "¬", "BIG(", "Facts:"]))
 WEB_PIECES = st.one_of(st.text(max_size=8), st.sampled_from(
     ["agent.", "click_xpath(", "type(", "press(", "'", '"', "(", ")", "\n", "    ", "for _ in range(", "):", "while True:",
      "import os", "__import__", "**", "* 10**9", "9" * 30, "open(", "eval(", "lambda: 0", "[", "]", "{", "}", "\\",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -18,6 +18,7 @@ from envisions_flow.environments.base import (
     chat,
     extract_fenced,
 )
+from envisions_flow.environments.logic_programs import FALSE, TRUE, UNKNOWN
 from envisions_flow.environments.registry import sandboxed_options
 from envisions_flow.environments.sandbox import Confinement, Limits, SandboxPool
 
@@ -72,6 +73,12 @@ class LogicEnvironment:
                     progress: bool) -> "LogicEnvironment":
         return cls(closed_world=bool(dataset.get("closed_world", False)), **sandboxed_options(domain, execution, progress),
                    **options)
+
+    @staticmethod
+    def holds_answer(spec: Mapping[str, Any]) -> tuple[Callable[[str], bool], str]:
+        """Which gold labels the judge can credit: True and False, and Unknown in the open world."""
+        labels = {TRUE, FALSE} if spec.get("closed_world") else {TRUE, FALSE, UNKNOWN}
+        return labels.__contains__, f"one of the labels {sorted(labels)}"
 
     @staticmethod
     def load_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:

@@ -48,12 +48,16 @@ class Limits:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a sandboxed program did: its rendered return value or why it has none."""
+    """What a sandboxed program did: its rendered return value or why it has none.
+
+    `kind` says what the value was (fork_server.NUMBER, STRING, CONTAINER, ...; "" without one).
+    """
 
     value: str | None
     error_class: str
     error: str
     duration_s: float
+    kind: str = ""
 
 
 @dataclass(frozen=True)
