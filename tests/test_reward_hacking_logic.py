@@ -9,7 +9,6 @@ answered by the real environment (clingo in worker processes).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

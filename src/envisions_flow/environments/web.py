@@ -52,16 +52,10 @@ from envisions_flow.environments.base import (
 )
 from envisions_flow.environments.sandbox import Limits
 from envisions_flow.environments.web_page import (  # the browser's error classes, re-exported from here
-    BAD_XPATH,
-    BROWSER_CRASH,
     CLEAR_CLIPBOARD_JS,
-    COVERED,
     NAVIGATED,
-    NO_ELEMENT,
     NOT_DONE,
-    PAGE_CRASH,
     STATE_JS,
-    TIMEOUT,
     TOO_SLOW,
     Failed,
     Hand,
