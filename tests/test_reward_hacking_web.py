@@ -17,7 +17,8 @@ import pytest
 import web_policy
 
 from envisions_flow.environments.base import Task
-from envisions_flow.environments.web import COVERED, WebEnvironment, episode_id, miniwob_html_dir
+from envisions_flow.environments.web import WebEnvironment, episode_id, miniwob_html_dir
+from envisions_flow.environments.web_page import COVERED
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
                                                       reason="no /usr/bin/chromium (make setup installs it)")]

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from envisions_flow.environments.base import Task
-from envisions_flow.environments.web import COVERED, NO_ELEMENT, NOT_DONE, WebEnvironment, episode_id, miniwob_html_dir
+from envisions_flow.environments.web import (
+    NOT_DONE,
+    WebEnvironment,
+    episode_id,
+    miniwob_html_dir,
+)
+from envisions_flow.environments.web_page import COVERED, NO_ELEMENT
 from envisions_flow.environments.web_programs import LIMIT
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
