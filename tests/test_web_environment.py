@@ -13,19 +13,15 @@ import pytest
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.registry import make_environment
 from envisions_flow.environments.sandbox import Limits
-from envisions_flow.environments.web import (
+from envisions_flow.environments.web import ONE_SHOT, WebEnvironment, episode_id, miniwob_html_dir, parse_episode_id
+from envisions_flow.environments.web_page import (
     BAD_XPATH,
     BROWSER_CRASH,
     NAVIGATED,
     NO_ELEMENT,
     NOT_DONE,
-    ONE_SHOT,
     PAGE_CRASH,
     TIMEOUT,
-    WebEnvironment,
-    episode_id,
-    miniwob_html_dir,
-    parse_episode_id,
 )
 from envisions_flow.environments.web_programs import (
     BAD_KEY,
