@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	# tests/test_slurm.py starts a real one-node Slurm (munged, slurmctld, slurmd) from Debian's packages
 	test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged || \
 		(apt-get update && apt-get install -y slurm-wlm munge)
+	# the sandbox's seccomp filter is compiled by libseccomp (pyseccomp loads libseccomp.so.2)
+	ldconfig -p | grep -q libseccomp.so.2 || (apt-get update && apt-get install -y libseccomp2)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch; a bare `torch` would pull a multi-GB CUDA build

@@ -3,6 +3,7 @@ import re
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from envisions_flow.workflow.artifacts import ArtifactError, check_results
 from envisions_flow.workflow.config import (
@@ -16,6 +17,8 @@ from envisions_flow.workflow.config import (
 from envisions_flow.methods.mixture import mixture_parts
 from envisions_flow.workflow.memory_plan import check as memory_plan_check, rule_resources
 from envisions_flow.report.catalogue import FIGURES, REPORT_ITEMS, TABLES, report_runs
+from envisions_flow.environments.registry import sandbox_modes
+from envisions_flow.environments.sandbox import SandboxUnavailable, check_sandboxes
 from envisions_flow.workflow.runs import (
     agent_run_dirs,
     all_run_dirs,
@@ -43,6 +46,12 @@ if workflow.is_main_process:  # once per invocation, not again inside each clust
         check_results("results")
     except ArtifactError as error:
         raise WorkflowError(f"damaged result of an earlier run: {error}")
+    try:  # a kernel without a layer of the sandbox stops the run here, before any job
+        sandbox_layers = check_sandboxes(sandbox_modes(config))
+    except SandboxUnavailable as error:
+        raise WorkflowError(f"sandbox: {error}")
+    if sandbox_layers:
+        logger.info(sandbox_layers)
 
 DOMAINS = list(config["domains"])
 DEFAULT_DOMAINS = config.get("default_domains", DOMAINS)

@@ -66,7 +66,7 @@ class CounterEnvironment:
     task_kinds = ("generated",)
 
     @classmethod
-    def from_config(cls, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
                     progress: bool) -> "CounterEnvironment":
         return cls(**options)
 

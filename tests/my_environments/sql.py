@@ -63,7 +63,7 @@ class SqlEnvironment:
     task_kinds = ("generated",)
 
     @classmethod
-    def from_config(cls, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
                     progress: bool) -> "SqlEnvironment":
         return cls(timeout_s=float(execution["timeout_s"]), **options)
 

@@ -2,10 +2,14 @@
 
 Every source is normalised to rows (id, question, answer, source). Problems are
 reported with the config key and the file or field at fault, before any model
-work starts.
+work starts. Data sets load in their published forms: a row whose answer the domain's
+judge cannot hold (its environment's `holds_answer`: for the math judge, an ASDiv answer
+that is a name, "Yes", two values or a clock time) is skipped and counted in the log, never
+reduced to its first number.
 """
 
 from __future__ import annotations
+import logging
 import math
 import re
 from pathlib import Path
@@ -13,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 from envisions_flow.environments import math_answers as answers
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -36,6 +42,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "fields": {"question": "{Body} {Question}", "answer": "Answer", "id": "ID"}, "answer_format": "raw"},
     "asdiv": {"kind": "hub", "id": "EleutherAI/asdiv", "split": "validation",
               "fields": {"question": "{body} {question}", "answer": "answer"}, "answer_format": "number"},
+    "asdiv_xml": {"kind": "file", "xpath": ".//Problem",  # ASDiv.xml as its authors published it
+                  "fields": {"id": "ID", "question": "{Body} {Question}", "answer": "Answer"}, "answer_format": "number"},
     "proofwriter": {"kind": "hub", "id": "tasksource/proofwriter", "split": "test",
                     "fields": {"id": "id", "question": "{theory}\n{question}", "answer": "answer"},
                     "answer_format": "label", "closed_world": False},
@@ -88,9 +96,8 @@ def _gold(value: Any, answer_format: str) -> str:
         text = answers.unbox(text).strip()
     elif answer_format == "label":
         text = _LABELS.get(text.lower(), text)
-    elif answer_format == "number":
-        number = answers.parse_number(text)
-        text = "" if number is None else format(number, "g") if number != int(number) else str(int(number))
+    elif answer_format == "number":  # "9 (apples)" -> "9", "-(1/3)" -> "-1/3"; "" when not one number
+        text = answers.number_token(text) or ""
     return text
 
 
@@ -105,22 +112,24 @@ def _field_getter(template: str) -> tuple[Callable[[dict], str], list[str]]:
     return (lambda row: _format(template, row)), names
 
 
-def _read_file(path: Path, key: str) -> pd.DataFrame:
+def _read_file(path: Path, key: str, xpath: str = ".//Problem") -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{key}.path: file not found: {path}")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     try:
+        if suffix == ".xml":
+            return pd.read_xml(path, xpath=xpath, parser="etree", dtype=str)
         if suffix in {".jsonl", ".jsonl.gz"}:
-            return pd.read_json(path, lines=True, dtype=False)
+            return pd.read_json(path, lines=True, dtype=False, precise_float=True)
         if suffix == ".json":
-            return pd.read_json(path, dtype=False)
+            return pd.read_json(path, dtype=False, precise_float=True)
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in {".csv", ".csv.gz"}:
             return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError, OSError) as error:
+    except (ValueError, UnicodeDecodeError, OSError, SyntaxError) as error:  # SyntaxError: malformed XML
         raise DataError(f"{key}.path: cannot read {path}: {error}") from None
-    raise DataError(f"{key}.path: {path} must end in .jsonl, .json, .parquet or .csv")
+    raise DataError(f"{key}.path: {path} must end in .jsonl, .json, .parquet, .csv or .xml")
 
 
 def _read_hub(spec: dict[str, Any], key: str) -> pd.DataFrame:
@@ -153,9 +162,23 @@ def explode(frame: pd.DataFrame, column: str, key: str, origin: str) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+_SENTENCE_END = (".", "?", "!", ":", ";", '"', "'", "\u201d")
+
+
 def _format(template: str, row: dict) -> str:
-    """str.format over columns whose names may hold dots (`{questions.text}`)."""
-    return _PLACEHOLDER.sub(lambda match: str(row[match.group(1)]), template)
+    """str.format over columns whose names may hold dots (`{questions.text}`).
+
+    Two fields joined by a space are two sentences: a first one without a final stop gets one
+    (SVAMP's Body "... a discount of 25 dollars on each pack" before its Question).
+    """
+
+    def field(match: re.Match) -> str:
+        value = str(row[match.group(1)])
+        if template.startswith(" {", match.end()) and value.strip() and not value.rstrip().endswith(_SENTENCE_END):
+            return value.rstrip() + "."
+        return value
+
+    return _PLACEHOLDER.sub(field, template)
 
 
 def _check_scalars(column: list[Any], key: str, origin: str) -> None:
@@ -171,8 +194,9 @@ def _check_scalars(column: list[Any], key: str, origin: str) -> None:
                         f"{sorted({kind for _, kind in wrong})}")
 
 
-def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) -> pd.DataFrame:
-    """Map a raw table to (id, question, answer, source) and check it."""
+def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str,
+              environment: type | None = None) -> pd.DataFrame:
+    """Map a raw table to (id, question, answer, source) and check it; rows the judge cannot answer are skipped."""
     if spec.get("explode"):
         frame = explode(frame, spec["explode"], key, origin)
     fields = spec.get("fields", {"question": "question", "answer": "answer"})
@@ -189,8 +213,6 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) 
     if "id" in fields and fields["id"] not in frame.columns:
         raise DataError(f"{key}.fields.id: {origin} has no column {fields['id']!r}")
     rows = frame.to_dict("records")
-    if spec.get("limit"):
-        rows = rows[: int(spec["limit"])]
     if not rows:
         raise DataError(f"{key}: {origin} has no rows (empty split)")
     name = spec.get("name", key.split(".")[-1])
@@ -209,11 +231,20 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) 
     )
     if (out["question"] == "").any():
         raise DataError(f"{key}: {origin} has empty questions at rows {out.index[out['question'] == ''].tolist()[:5]}")
-    if (out["answer"] == "").any():
-        raise DataError(f"{key}: {origin} has empty answers at rows {out.index[out['answer'] == ''].tolist()[:5]}")
     duplicated = out["id"][out["id"].duplicated()].unique().tolist()
     if duplicated:
         raise DataError(f"{key}.fields.id: {origin} has duplicate ids {duplicated[:5]}")
+    held, judged_as = _answers_held(out["answer"], spec, environment)
+    if not held.all():
+        skipped = [int(i) for i in out.index[~held]]
+        examples = ", ".join(f"row {i}: {values['answer'][i]!r}" for i in skipped[:5])
+        if not held.any():
+            raise DataError(f"{key}.fields.answer: no row of {origin} has {judged_as} as its answer ({examples}, ...)")
+        log.warning("%s: skipped %d of %d rows of %s whose answer is not %s (%s%s)", key, len(skipped), len(out),
+                    origin, judged_as, examples, ", ..." if len(skipped) > 5 else "")
+        out = out[held].reset_index(drop=True)
+    if spec.get("limit"):
+        out = out.head(int(spec["limit"]))
     return out
 
 
@@ -226,6 +257,15 @@ def part_specs(spec: dict[str, Any], key: str) -> list[tuple[dict[str, Any], str
     if len({part["name"] for part, _ in named}) < len(named):
         raise DataError(f"{key}.parts: two parts share a name; give each a `name` (their ids start with it)")
     return named
+
+
+def _answers_held(golds: pd.Series, spec: dict[str, Any], environment: type | None) -> tuple[pd.Series, str]:
+    """Which gold answers the domain's judge can credit (its environment's `holds_answer`), and what those are."""
+    holds = getattr(environment, "holds_answer", None)
+    if holds is None:
+        return golds.str.strip() != "", "a non-empty text"
+    accepts, judged_as = holds(spec)
+    return golds.map(accepts).astype(bool), judged_as
 
 
 def load_tasks(spec: dict[str, Any], key: str, environment: type | None = None) -> pd.DataFrame:
@@ -245,16 +285,18 @@ def load_tasks(spec: dict[str, Any], key: str, environment: type | None = None) 
     kind = spec.get("kind")
     if kind == "file":
         path = Path(spec.get("path", ""))
-        return normalise(_read_file(path, key), spec, key, str(path))
+        return normalise(_read_file(path, key, spec.get("xpath", ".//Problem")), spec, key, str(path), environment)
     if kind == "hub":
-        return normalise(_read_hub(spec, key), spec, key, spec["id"])
+        return normalise(_read_hub(spec, key), spec, key, spec["id"], environment)
     _check_environment_kind(spec, key, environment)
     return environment.load_tasks(spec, key)  # type: ignore[union-attr]
 
 
 def check_source(spec: dict[str, Any], key: str, environment: type | None = None, role: str = "test") -> None:
-    """Cheap start-up check of a dataset spec: file exists, is readable, has the mapped fields, is not empty;
-    data an environment makes is checked by the environment (`check_tasks`), knowing its `role` (train or test)."""
+    """Start-up check of a dataset spec: its file exists and is readable, and every row has the mapped fields, text
+    or numbers in them, and at least one row an answer the judge can hold (a file is read whole: a bad row 2,000
+    would otherwise stop a job minutes later); data an environment makes is checked by the environment
+    (`check_tasks`), knowing its `role` (train or test)."""
     if spec.get("parts"):
         for part, part_key in part_specs(spec, key):
             check_source(part, part_key, environment, role)
@@ -267,7 +309,7 @@ def check_source(spec: dict[str, Any], key: str, environment: type | None = None
     if kind in GENERIC_KINDS:
         if kind == "file":
             path = Path(spec.get("path", ""))
-            normalise(_read_file(path, key), {**spec, "limit": 1}, key, str(path))
+            normalise(_read_file(path, key, spec.get("xpath", ".//Problem")), spec, key, str(path), environment)
         return
     _check_environment_kind(spec, key, environment)
     check = getattr(environment, "check_tasks", None)

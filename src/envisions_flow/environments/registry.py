@@ -71,7 +71,7 @@ def make_environment(domain: str, settings: Mapping[str, Any], dataset: Mapping[
     build = getattr(cls, "from_config", None)
     try:
         if build is not None:
-            return build(settings["execution"], options, dataset, progress)
+            return build(domain, settings["execution"], options, dataset, progress)
         return cls(**options)
     except TypeError as error:
         if "keyword argument" not in str(error):
@@ -80,9 +80,26 @@ def make_environment(domain: str, settings: Mapping[str, Any], dataset: Mapping[
                                      f"options ({error})") from None
 
 
-def sandboxed_options(execution: Mapping[str, Any], progress: bool) -> dict[str, Any]:
-    """The constructor arguments every sandboxed built-in takes from `execution`: limits, workers, progress."""
+def execution_options(execution: Mapping[str, Any], progress: bool) -> dict[str, Any]:
+    """The constructor arguments the built-ins take from `execution`: limits, workers, progress."""
     from envisions_flow.environments.sandbox import Limits
 
     limits = Limits(timeout_s=float(execution["timeout_s"]), memory_mb=int(execution["memory_mb"]))
     return {"limits": limits, "workers": int(execution["workers"]), "progress": progress}
+
+
+def sandboxed_options(domain: str, execution: Mapping[str, Any], progress: bool) -> dict[str, Any]:
+    """`execution_options` and the confinement `execution.sandbox` asks for, for built-ins that run programs
+    in the sandbox."""
+    from envisions_flow.environments.sandbox import Confinement
+
+    confinement = Confinement(mode=execution.get("sandbox", "strict"), key=f"domains.{domain}.execution.sandbox")
+    return {**execution_options(execution, progress), "confinement": confinement}
+
+
+def sandbox_modes(config: Mapping[str, Any]) -> dict[str, str]:
+    """`execution.sandbox` of every domain whose environment runs programs in the sandbox (`uses_sandbox`),
+    by config key: what the start-up check of the kernel layers demands."""
+    return {f"domains.{domain}.execution.sandbox": settings.get("execution", {}).get("sandbox", "strict")
+            for domain, settings in config["domains"].items()
+            if getattr(environment_class(domain, settings), "uses_sandbox", False)}

@@ -17,7 +17,7 @@ log = logging.getLogger("envisions_flow")
 
 
 # Error classes of programs that ran to the end (web: the episode also ended too slowly, or not at all).
-EXECUTED = {"", "wrong_answer", "no_answer", "too_slow", "not_done"}
+EXECUTED = {"", "wrong_answer", "no_answer", "judge_timeout", "too_slow", "not_done"}
 
 
 def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, testsets: Sequence[str],
