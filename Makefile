@@ -7,6 +7,8 @@ CORE := $(VENV)/.installed-core
 FULL := $(VENV)/.installed-full
 
 $(CORE): pyproject.toml
+	# the sandbox's seccomp filter is compiled by libseccomp (pyseccomp loads libseccomp.so.2)
+	ldconfig -p | grep -q libseccomp.so.2 || (apt-get update && apt-get install -y libseccomp2)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch; a bare `torch` would pull a multi-GB CUDA build

@@ -28,6 +28,9 @@ include: "rules/mixture.smk"
 include: "rules/report.smk"
 
 
+check_memory_plan()
+
+
 rule all:
     default_target: True
     input:

@@ -17,7 +17,7 @@ import time
 
 from common import embedded_model_dir, emit, matmul_flops, median_line, peak_rss_mb
 
-from envisions_flow.datasets.loaders import generate_word_problems
+from envisions_flow.datasets.word_problems import generate_word_problems
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.math import MathEnvironment
 from envisions_flow.generation.transformers_backend import TransformersBackend

@@ -21,7 +21,7 @@ import pandas as pd
 from common import embedded_model_dir, emit, median_line, peak_rss_mb
 from math_execution import pal_program
 
-from envisions_flow.datasets.loaders import generate_word_problems
+from envisions_flow.datasets.word_problems import generate_word_problems
 from envisions_flow.environments.math import MathEnvironment
 from envisions_flow.training.examples import build_examples
 from envisions_flow.training.trainers import make_trainer

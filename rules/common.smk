@@ -3,6 +3,7 @@ import re
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from envisions_flow.workflow.artifacts import ArtifactError, check_results
 from envisions_flow.workflow.config import (
@@ -10,10 +11,14 @@ from envisions_flow.workflow.config import (
     check,
     dataset_spec,
     domain_settings,
+    drop_removed_testsets,
     train_dataset,
 )
 from envisions_flow.methods.mixture import mixture_parts
-from envisions_flow.report.catalogue import report_runs
+from envisions_flow.workflow.memory_plan import check as memory_plan_check, rule_resources
+from envisions_flow.report.catalogue import FIGURES, REPORT_ITEMS, TABLES, report_runs
+from envisions_flow.environments.registry import sandbox_modes
+from envisions_flow.environments.sandbox import SandboxUnavailable, check_sandboxes
 from envisions_flow.workflow.runs import (
     agent_run_dirs,
     all_run_dirs,
@@ -31,6 +36,7 @@ from envisions_flow.workflow.runs import (
     with_replicates,
 )
 
+drop_removed_testsets(config)
 try:
     check(config)
     with open(workflow.source_path("../config/schema.yaml")) as schema_file:
@@ -45,6 +51,12 @@ if workflow.is_main_process:  # once per invocation, not again inside each clust
         check_results("results")
     except ArtifactError as error:
         raise WorkflowError(f"damaged result of an earlier run: {error}")
+    try:  # a kernel without a layer of the sandbox stops the run here, before any job
+        sandbox_layers = check_sandboxes(sandbox_modes(config))
+    except SandboxUnavailable as error:
+        raise WorkflowError(f"sandbox: {error}")
+    if sandbox_layers:
+        logger.info(sandbox_layers)
 
 DOMAINS = list(config["domains"])
 DEFAULT_DOMAINS = config.get("default_domains", DOMAINS)
@@ -403,16 +415,15 @@ def agent_results(wildcards):
     return [f"results/{run}/iter{i}/eval.json" for i in range(iterations(run) + 1)]
 
 
-def report_entries(name, kind="eval"):
-    """(domain, run, path) of each run a table (`eval`: the last iteration's eval.json) or the figures
-    (`analysis`: analysis.parquet) compare; the report scripts read the run from here, not from the file,
-    which may be shared with another run."""
+def report_entries(item):
+    """(domain, run, path) of each run a table or figure compares: the last iteration's eval.json, every
+    iteration's (an agent run's tables, also naming the iteration) or analysis.parquet; the report scripts
+    read the run from here, not from the file, which may be shared with another run."""
     entries = []
-    for domain, run in report_runs(config, name):
+    reads = REPORT_ITEMS[item].reads
+    for domain, run in report_runs(config, REPORT_ITEMS[item].runs):
         directory = run_dir(domain, run)
-        if (
-            kind == "evals"
-        ):  # an agent run's tables: every iteration, the iteration named
+        if reads == "evals":
             entries += [
                 [domain, run, i, f"results/{directory}/iter{i}/eval.json"]
                 for i in range(iterations(directory) + 1)
@@ -420,7 +431,7 @@ def report_entries(name, kind="eval"):
             continue
         for replicate in replicates_of(config, domain, run):  # one entry per replicate
             directory = run_dir(domain, replicate)
-            if kind == "eval":
+            if reads == "eval":
                 path = artifact(directory, iterations(directory), "eval", "json")
             else:
                 path = f"results/{directory}/analysis.parquet"
@@ -428,9 +439,40 @@ def report_entries(name, kind="eval"):
     return entries
 
 
-def report_inputs(name, kind="eval"):
-    """The files `report_entries` names, each once, and the per-item eval.parquet beside each eval.json:
-    exactly what the table or figure reads."""
-    paths = {entry[-1] for entry in report_entries(name, kind)}
-    items = {path.removesuffix(".json") + ".parquet" for path in paths} if kind == "eval" else set()
+def report_inputs(item):
+    """The files `report_entries` names, each once, and the per-item eval.parquet beside each eval.json
+    (the intervals and paired differences resample items): exactly what the table or figure reads."""
+    paths = {entry[-1] for entry in report_entries(item)}
+    items = (
+        {path.removesuffix(".json") + ".parquet" for path in paths}
+        if REPORT_ITEMS[item].reads == "eval"
+        else set()
+    )
     return sorted(paths | items)
+
+
+def caption_of(item):
+    """A table's or figure's caption (report/<item>.rst), shown by report/item.rst in the HTML report."""
+    with open(workflow.source_path(f"../report/{item}.rst")) as caption:
+        return caption.read()
+
+
+def check_memory_plan():
+    """Once every rule is defined: stop before any job when a GPU rule cannot fit what its job gets."""
+    if not workflow.is_main_process:
+        return
+    resources = {
+        defined.name: rule_resources(
+            {
+                name: getattr(value, "value", value)
+                for name, value in defined.resources.items()
+                if not getattr(value, "is_evaluable", lambda: callable(value))()
+            },
+            config,
+        )
+        for defined in workflow.rules
+    }
+    try:
+        memory_plan_check(config, resources)
+    except ConfigError as error:
+        raise WorkflowError(f"memory plan: {error}")

@@ -3,7 +3,7 @@ from envisions_flow.workflow.logs import rule_job
 
 with rule_job(snakemake):
     figure(
-        snakemake.params.figure,
+        snakemake.wildcards.item,
         snakemake.params.runs,
         snakemake.output.png,
         snakemake.output.svg,

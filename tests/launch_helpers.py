@@ -23,6 +23,7 @@ from envisions_flow.training import trainers as training
 
 _prepare_backend = PartialState._prepare_backend
 _save = training.save_checkpoint
+_merge = training.merge_adapter
 
 
 def _cpu_backend(self, cpu=False, sagemaker_dp=False, backend=None):
@@ -32,14 +33,22 @@ def _cpu_backend(self, cpu=False, sagemaker_dp=False, backend=None):
     return chosen, kind
 
 
-def _recording_save(trainer, out_dir):
+def _recording_save(trainer, out_dir, lora_base=None):
     parameters = list(trainer.model.parameters())
     record = {"zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage,
               "world_size": torch.distributed.get_world_size(),
               "local_numel": sum(p.ds_tensor.numel() for p in parameters if hasattr(p, "ds_tensor")),
               "full_numel": sum(p.ds_numel for p in parameters if hasattr(p, "ds_numel"))}
     Path(os.environ["ZERO3_RECORD_DIR"], f"rank{os.environ['RANK']}.json").write_text(json.dumps(record))
-    return _save(trainer, out_dir)
+    return _save(trainer, out_dir, lora_base)
+
+
+def _copying_merge(base_model, adapter_dir, out_dir, dtype):
+    """Keep a copy of the adapter the trainer saved (gathered from the ZeRO-3 partitions) before it is merged."""
+    import shutil
+
+    shutil.copytree(adapter_dir, Path(os.environ["ZERO3_RECORD_DIR"], "adapter"))
+    return _merge(base_model, adapter_dir, out_dir, dtype)
 
 
 def make_rank_dir(parent: str) -> None:
@@ -51,3 +60,10 @@ def train(*args):
     PartialState._prepare_backend = _cpu_backend
     training.save_checkpoint = _recording_save
     return training.train(*args)
+
+
+def train_trajectories(*args, **kwargs):
+    PartialState._prepare_backend = _cpu_backend
+    training.save_checkpoint = _recording_save
+    training.merge_adapter = _copying_merge
+    return training.train_trajectories(*args, **kwargs)

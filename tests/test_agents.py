@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from envisions_flow.environments.base import Task
-from envisions_flow.environments.counter import INVALID_ACTION, CounterEnvironment, counter_task
+from my_environments.counter import INVALID_ACTION, CounterEnvironment, counter_task
 from envisions_flow.generation.base import Generation
 from envisions_flow.methods.agents import (
     NO_ACTION,

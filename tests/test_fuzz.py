@@ -33,13 +33,22 @@ for i in range(3):
     agent.press('arrowdown')
 agent.type(str(7 * 6) + 'x' * 2)
 agent.click_xpath("//*[@data-wob_ref='" + str(4) + "']")
+x = -2
+key = 'arrowleft' if x < 0 else 'arrowright'
+for _ in range(abs(x)):
+    if x < 0 and key:
+        agent.press(key)
+for w in ['a', 'b']:
+    agent.type(f"{w}{x:02d}"[1:])
 """
 
 LOGIC_CLASSES = {logic_programs.MISSING_SECTION, logic_programs.UNBALANCED, logic_programs.BAD_ATOM,
                  logic_programs.BAD_RULE, logic_programs.ARITY_CLASH, logic_programs.UNKNOWN_PREDICATE,
+                 logic_programs.EMPTY_PROGRAM, logic_programs.UNRELATED_QUERY, logic_programs.INCONSISTENT,
                  logic_programs.SOLVER}
 WEB_CLASSES = {web_programs.SYNTAX, web_programs.FORBIDDEN, web_programs.LIMIT, web_programs.RUNTIME,
-               web_programs.BAD_KEY, web_programs.NO_PROGRAM}
+               web_programs.BAD_KEY, web_programs.NO_PROGRAM, web_programs.TOO_LARGE, web_programs.TEXT_LIMIT,
+               web_programs.CPU_LIMIT}
 
 
 @st.composite
@@ -61,10 +70,12 @@ def mutated(draw, text: str, alphabet: st.SearchStrategy[str]) -> str:
 
 LOGIC_PIECES = st.one_of(st.text(max_size=8), st.sampled_from(
     ["(", ")", "$x", "$y", ",", "&&", ">>>", ":::", "True", "False", "Query:", "Rules:", "\n", "Kind(", "not ",
-     "Nice($x, True)", ":-", ".", "#const", "%"]))
+     "Nice($x, True)", ":-", ".", "#const", "%", "!", "¬", "BIG(", "Facts:"]))
 WEB_PIECES = st.one_of(st.text(max_size=8), st.sampled_from(
     ["agent.", "click_xpath(", "type(", "press(", "'", '"', "(", ")", "\n", "    ", "for _ in range(", "):", "while True:",
-     "import os", "__import__", "**", "* 10**9", "9" * 30, "open(", "eval(", "lambda: 0", "[", "]", "{", "}", "\\"]))
+     "import os", "__import__", "**", "* 10**9", "9" * 30, "open(", "eval(", "lambda: 0", "[", "]", "{", "}", "\\",
+     "if ", " else ", "elif x:", " and ", " or ", "not ", " < ", " == ", " in ", "abs(", "round(", "min(", "max(",
+     "[1, 'a']", "[0]", "[1:-1]", "f'{x:>99}'", "f'{x!r}'", "for w in ['a', 'b']:", "* 1000", "x = x + x\n"]))
 
 
 def _check_logic(text: str, closed_world: bool) -> None:
@@ -88,7 +99,7 @@ def _check_web(text: str) -> None:
 
 def test_the_seed_programs_are_valid():
     assert logic_programs.answer(LOGIC_PROGRAM) == logic_programs.TRUE
-    assert len(web_programs.parse_program(WEB_PROGRAM)) == 8
+    assert len(web_programs.parse_program(WEB_PROGRAM)) == 12
 
 
 @pytest.mark.timeout(300)

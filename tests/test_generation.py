@@ -59,6 +59,30 @@ def test_generation_stops_at_eos_and_excludes_padding(backend):
             assert eos not in generation.token_ids[:-1]
 
 
+def test_generation_stops_on_every_eos_id_of_the_generation_config_as_vllm_does(backend, base_model, tmp_path):
+    """A checkpoint whose generation_config.json lists a second EOS id (LLaMA-3's end of turn): the greedy
+    answer ends at the first token with that id, as vLLM's would."""
+    import json
+
+    from envisions_flow.generation.transformers_backend import TransformersBackend
+
+    prompt = _prompts(backend, False)[:1]
+    free = backend.greedy(prompt, max_new_tokens=12)[0].token_ids
+    stop = free[2]
+    assert backend.tokenizer.eos_token_id not in free[:3]  # the scenario: the third token is an ordinary one
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in base_model.iterdir():
+        (model / path.name).symlink_to(path)
+    (model / "generation_config.json").unlink()
+    generation_config = json.loads((base_model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps(
+        {**generation_config, "eos_token_id": [backend.tokenizer.eos_token_id, stop]}))
+    stopping = TransformersBackend(model, batch_size=8, progress=False)
+    assert stopping.stop_ids == {backend.tokenizer.eos_token_id, stop}
+    assert stopping.greedy(prompt, max_new_tokens=12)[0].token_ids == free[:free.index(stop) + 1]
+
+
 def test_greedy_decoding_matches_transformers_generate(backend):
     """The hand-written decoding loop (left padding, cache, rows leaving the batch) agrees with `generate`."""
     import torch
@@ -120,9 +144,9 @@ def test_a_preallocated_cache_gives_the_logits_of_a_dynamic_one_even_past_its_ca
     logits = []
     for cache in (DynamicCache(config=backend.model.config), preallocated_cache(backend.model.config, ids.shape[1] + 1)):
         with torch.inference_mode():
-            rows = [backend.model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]]
+            rows = [backend.model(input_ids=ids, **{backend.cache_keyword: cache}, use_cache=True).logits[:, -1]]
             for token in steps:  # the third step is past the planned capacity
-                rows.append(backend.model(input_ids=token[None], past_key_values=cache, use_cache=True).logits[:, -1])
+                rows.append(backend.model(input_ids=token[None], **{backend.cache_keyword: cache}, use_cache=True).logits[:, -1])
         logits.append(torch.cat(rows))
     assert {type(layer).__name__ for layer in cache.layers} == {"PreallocatedLayer"}
     assert torch.allclose(logits[0], logits[1], atol=1e-4)

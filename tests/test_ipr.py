@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from envisions_flow.environments.counter import CounterEnvironment, counter_task
+from my_environments.counter import CounterEnvironment, counter_task
 from envisions_flow.generation.base import Generation
 from envisions_flow.methods.agents import Step, Trajectory, render_step
 from envisions_flow.methods.ipr import (

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from envisions_flow.environments.counter import CounterEnvironment, counter_task
+from my_environments.counter import CounterEnvironment, counter_task
 from envisions_flow.methods.agents import Step, Trajectory
 from envisions_flow.methods.ipr import contrastive_pairs
 from envisions_flow.training.examples import trajectory_example

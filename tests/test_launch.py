@@ -40,12 +40,28 @@ def test_several_nodes_use_srun_and_the_first_host_as_rendezvous(tmp_path):
         expanded.append(nodelist)
         return ["gpu07", "gpu08"]
 
-    argv = command(Topology(2, 4), tmp_path / "spec.pickle", env=env, port=29511, hosts=hosts)
+    argv = command(Topology(2, 4), tmp_path / "spec.pickle", env=env, port=29511, hosts=hosts, gpus_per_node=4)
     assert expanded == ["gpu[07-08]"]
-    assert argv[:argv.index(sys.executable)] == ["srun", "--overlap", "--nodes=2", "--ntasks-per-node=1",
-                                                  "--kill-on-bad-exit=1"]
+    assert argv[:argv.index(sys.executable)] == ["srun", "--overlap", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
+                                                  "--mem=0", "--kill-on-bad-exit=1", "--gpus-per-node=4"]
     assert "--rdzv-endpoint=gpu07:29511" in argv and "--rdzv-backend=c10d" in argv and "--rdzv-id=4242" in argv
     assert "--nnodes=2" in argv and "--nproc-per-node=4" in argv and "--standalone" not in argv
+
+
+def test_the_nested_srun_keeps_the_allocation_not_the_job_steps_one_task(tmp_path):
+    """Inside the rule's job step SLURM_NTASKS=1 and the step's GPUs would make srun start one torchrun on one node."""
+    from envisions_flow.training.launch import nested_srun_env
+
+    step = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_NUM_NODES": "2",
+            "SLURM_NTASKS": "1", "SLURM_NPROCS": "1", "SLURM_NNODES": "1", "SLURM_STEP_GPUS": "0,1,2,3",
+            "SLURM_GPUS": "4", "SLURM_CPUS_PER_TASK": "32", "SRUN_CPUS_PER_TASK": "32", "SBATCH_GPUS": "8",
+            "PATH": "/usr/bin", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    kept = nested_srun_env(step)
+    assert kept == {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_NUM_NODES": "2",
+                    "PATH": "/usr/bin", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    argv = command(Topology(2, 4), tmp_path / "spec.pickle", env=step, hosts=lambda _: ["gpu07", "gpu08"],
+                   gpus_per_node=4)
+    assert "--cpus-per-task=32" in argv and "--ntasks=2" in argv
 
 
 def test_several_nodes_need_an_allocation_that_has_them(tmp_path):
@@ -202,3 +218,43 @@ def test_deepspeed_zero3_on_cpu_through_the_launcher(base_model, tmp_path):
         assert record["zero_stage"] == 3 and record["world_size"] == 2 and record["full_numel"] == full
         assert 0.45 * full < record["local_numel"] < 0.55 * full
     _check_checkpoint(base_model, out, examples)
+
+
+@pytest.mark.slow
+def test_lora_under_zero3_on_cpu_merges_the_gathered_adapter(base_model, tmp_path):
+    """A mixture run's LoRA training with ZeRO-3 over two CPU ranks: each rank holds half the weights, and the
+    checkpoint is the base with the trained adapter merged (merge_and_unload cannot run on partitioned weights)."""
+    pytest.importorskip("deepspeed")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from my_environments.counter import CounterEnvironment
+    from test_mixture import step_conversation, trajectory
+
+    from envisions_flow.training.examples import trajectory_example
+
+    environment, tokenizer = CounterEnvironment(), AutoTokenizer.from_pretrained(base_model)
+    episode = trajectory("x", ("up", "inc", ""), ("there", "submit", ""))  # as test_mixture's LoRA test
+    examples = [trajectory_example(tokenizer, *step_conversation(environment, episode, index)) for index in (0, 1)]
+    out = tmp_path / "iter1" / "checkpoint"
+    records = tmp_path / "records"
+    records.mkdir()
+    settings = {**SETTINGS, "learning_rate": 1e-3, "lr_scheduler": "constant", "max_length": 1024,
+                "deepspeed_config": str(TESTS.parent / "config" / "deepspeed" / "zero3.json")}
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "ZERO3_RECORD_DIR": str(records),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    launch("launch_helpers:train_trajectories", [str(base_model), examples, settings, str(out), lora], settings,
+           out.parent, env=env)
+    for rank in (0, 1):
+        record = json.loads((records / f"rank{rank}.json").read_text())
+        assert record["zero_stage"] == 3 and 0.45 * record["full_numel"] < record["local_numel"] < 0.55 * record["full_numel"]
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    expected = PeftModel.from_pretrained(base, str(records / "adapter")).merge_and_unload().state_dict()
+    assert merged.keys() == expected.keys()
+    assert all(torch.allclose(merged[name], expected[name], atol=1e-6) for name in merged)
+    original = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).state_dict()
+    changed = {name for name in original if not torch.equal(merged[name], original[name])}
+    assert changed and all("q_proj" in name or "v_proj" in name for name in changed)

@@ -60,7 +60,7 @@ def test_logic_lm_processed_form(tmp_path: Path):
         {"id": "ProofWriter_2", "context": "Anne is big.", "question": "... Bob is big.",
          "options": ["A) True", "B) False", "C) Unknown"], "answer": "C"},
     ]))
-    tasks = load_tasks({"preset": "proofwriter_logiclm", "path": str(path)}, "domains.logic.testsets.pw", "logic")
+    tasks = load_tasks({"preset": "proofwriter_logiclm", "path": str(path)}, "domains.logic.testsets.pw", LogicEnvironment)
     assert tasks["id"].tolist() == ["ProofWriter_1", "ProofWriter_2"]
     assert tasks["answer"].tolist() == ["True", "Unknown"]
     assert tasks["question"].iloc[0].startswith("Anne is big.\nBased on")
@@ -71,7 +71,7 @@ def test_ruletaker_jsonl_nests_questions(tmp_path: Path):
     path.write_text(json.dumps({"id": "T1", "context": "The cat is red.", "questions": [
         {"id": "T1-1", "text": "The cat is red.", "label": True},
         {"id": "T1-2", "text": "The cat is blue.", "label": False}]}) + "\n")
-    tasks = load_tasks({"preset": "ruletaker_jsonl", "path": str(path)}, "domains.logic.testsets.rt", "logic")
+    tasks = load_tasks({"preset": "ruletaker_jsonl", "path": str(path)}, "domains.logic.testsets.rt", LogicEnvironment)
     assert tasks[["id", "answer"]].values.tolist() == [["T1-1", "True"], ["T1-2", "False"]]
     assert tasks["question"].iloc[1] == "The cat is red.\nThe cat is blue."
 
@@ -83,7 +83,7 @@ def test_original_proofwriter_questions_as_a_dict(tmp_path: Path):
         "Q2": {"question": "Bob is red.", "answer": "Unknown", "QDep": 0}}}) + "\n")
     spec = {"kind": "file", "path": str(path), "explode": "questions", "answer_format": "label",
             "fields": {"question": "{theory}\n{questions.question}", "answer": "questions.answer"}}
-    tasks = load_tasks(spec, "k", "logic")
+    tasks = load_tasks(spec, "k", LogicEnvironment)
     assert tasks["answer"].tolist() == ["True", "Unknown"]
 
 

@@ -4,9 +4,13 @@ from envisions_flow.environments.math import FEW_SHOT, MathEnvironment
 ENV = MathEnvironment()
 
 
-def test_extracts_first_fenced_block_from_def_solution_on():
-    completion = "Here:\n```python\nimport math\ndef solution():\n    return 4\n```\nand ```python\nx=1\n```"
-    assert ENV.extract_program(completion) == "def solution():\n    return 4"
+def test_extracts_the_first_fenced_block_whole():
+    """Imports and helper functions above `def solution()` belong to the program."""
+    program = "import math\n\ndef helper(x):\n    return math.sqrt(x)\n\ndef solution():\n    return helper(16)"
+    completion = f"Here:\n```python\n{program}\n```\nand ```python\nx=1\n```"
+    assert ENV.extract_program(completion) == program
+    result, = ENV.execute([Task("a", "q", "4")], [ENV.extract_program(completion)])
+    assert (result.b, result.value) == (1, "4.0")
 
 
 def test_extracts_unclosed_block_and_bare_code():

@@ -75,7 +75,7 @@ def test_balanced_steps_take_as_many_first_middle_and_last_steps():
 
 
 def test_a_step_example_trains_on_that_steps_action_only():
-    from envisions_flow.environments.counter import CounterEnvironment
+    from my_environments.counter import CounterEnvironment
 
     episode = trajectory("x", ("a", "inc", ""), ("b", "dec", ""), ("c", "submit", ""))
     messages, trained = step_conversation(CounterEnvironment(), episode, 1)
@@ -171,7 +171,7 @@ def test_lora_fine_tuning_saves_a_plain_merged_checkpoint(tmp_path, base_model):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from envisions_flow.environments.counter import CounterEnvironment
+    from my_environments.counter import CounterEnvironment
     from envisions_flow.training.examples import trajectory_example
     from envisions_flow.training.trainers import load_tokenizer, train_trajectories
 

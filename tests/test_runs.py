@@ -299,8 +299,10 @@ def test_web_exploration_metrics_count_miniwob_tasks_not_fresh_episodes(tmp_path
     first = _write_analysis_inputs(tmp_path, 1, ["click-button:1", "click-link:2"], ["enter-text:3"])
     second = _write_analysis_inputs(tmp_path, 2, ["click-button:11", "enter-text:13"], ["click-link:12"])
     out = tmp_path / "analysis.parquet"
-    analyze({"runs": {}}, domain, [first[0], second[0]], [first[1], second[1]], [first[2], second[2]],
-                   [first[3], second[3]], str(out))
+    execution = {"timeout_s": 2, "memory_mb": 512, "workers": 1}
+    config = {"runs": {}, "domains": {domain: {"train": {}, "testsets": {}, "execution": execution}}}
+    analyze(config, domain, [first[0], second[0]], [first[1], second[1]], [first[2], second[2]], [first[3], second[3]],
+            str(out))
     row = art.read_table(out, art.ANALYSIS).set_index("iteration").loc[2]
     # 1 of 2 test items right: Wilson's 95% interval (tests/test_intervals.py)
     assert (row["average_accuracy_low"], row["average_accuracy_high"]) == pytest.approx((0.0945, 0.9055), abs=1e-4)

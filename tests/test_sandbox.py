@@ -23,6 +23,7 @@ from envisions_flow.environments.sandbox import (
 )
 
 LIMITS = Limits(timeout_s=2.0, memory_mb=1024)
+pytestmark = pytest.mark.usefixtures("require_sandbox_layers")
 
 
 def solution(body: str, imports: str = "") -> str:
@@ -83,23 +84,25 @@ def test_writes_inside_the_sandbox_work_and_are_thrown_away() -> None:
     assert (outcome.value, outcome.error_class) == ("42", "")
 
 
-def test_each_program_gets_a_fresh_directory_and_nothing_is_left_behind() -> None:
-    leave_files = solution("os.makedirs('a/b')\nopen('a/b/f.txt', 'w').write('x')\nreturn os.getcwd()", "import os")
+def test_each_program_gets_an_empty_directory_and_nothing_is_left_behind() -> None:
+    """One directory per worker, emptied after every program (its Landlock rule names it), removed at the end."""
+    leave_files = solution("os.makedirs('a/b')\nopen('a/b/f.txt', 'w').write('x')\nos.chmod('a', 0)\n"
+                           "return os.getcwd()", "import os")
     look = solution("return str(os.listdir('.')) + ' ' + os.getcwd()", "import os")
     with SandboxPool(1, LIMITS) as pool:
         first, second = list(pool.map([(leave_files, "solution()"), (look, "solution()")]))
-        assert first.error_class == "" and not os.path.exists(first.value)
+        assert first.error_class == "" and os.listdir(first.value) == []
         root = pool._workers[0].root
     listing, directory = second.value.split(" ")
-    assert listing == "[]" and directory != first.value and directory.startswith(root)
+    assert listing == "[]" and directory.startswith(root)
     assert not os.path.exists(root)
 
 
 def test_environment_and_directory_changes_stay_in_the_child() -> None:
     cwd, path_variable = os.getcwd(), os.environ.get("PATH")
-    outcome = run_program(solution("os.chdir('/')\nos.environ['PATH'] = 'x'\nreturn os.getcwd()", "import os"),
-                          limits=LIMITS)
-    assert outcome.value == "/"
+    outcome = run_program(solution("os.mkdir('sub')\nos.chdir('sub')\nos.environ['PATH'] = 'x'\nreturn os.getcwd()",
+                                   "import os"), limits=LIMITS)
+    assert outcome.value.endswith("/sub")
     assert (os.getcwd(), os.environ.get("PATH")) == (cwd, path_variable)
 
 
@@ -156,5 +159,120 @@ def test_a_worker_killed_from_outside_is_reported_not_hidden() -> None:
     with SandboxPool(1, LIMITS) as pool:
         assert [o.value for o in pool.map([(solution("return 1"), "solution()")])] == ["1"]
         pool._workers[0].process.kill()
+        pool._workers[0].process.wait()
         with pytest.raises(SandboxWorkerError, match="died"):
             list(pool.map([(solution("return 2"), "solution()")]))
+
+
+# A kernel without Landlock and without unprivileged namespaces, made by a seccomp filter on this process
+# and everything it starts: landlock_create_ruleset answers ENOSYS (as before Linux 5.13), unshare EPERM.
+OLD_KERNEL = """
+import errno, os, sys
+import pyseccomp as seccomp
+rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "landlock_create_ruleset")
+rules.add_rule(seccomp.ERRNO(errno.EPERM), "unshare")
+rules.load()
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+CHECK = ("from envisions_flow.environments.sandbox import check_sandboxes; "
+         "print(check_sandboxes({'domains.math.execution.sandbox': %r}))")
+
+
+def test_a_kernel_without_a_layer_stops_a_strict_run_before_any_job(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    wrapper = tmp_path / "old_kernel.py"
+    wrapper.write_text(OLD_KERNEL)
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "src"), "HOME": str(tmp_path)}
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(wrapper), *arguments], capture_output=True, text=True, cwd=ROOT,
+                              env=environment, timeout=600)
+
+    strict = run("-c", CHECK % "strict")
+    assert strict.returncode != 0 and "SandboxUnavailable" in strict.stderr
+    assert "namespaces layer is not available" in strict.stderr
+    assert "domains.math.execution.sandbox: best_effort" in strict.stderr
+    weak = run("-c", CHECK % "best_effort")
+    assert weak.returncode == 0, weak.stderr
+    assert weak.stdout.startswith("sandbox layers: seccomp") and "missing: namespaces" in weak.stdout
+    assert "landlock: the kernel has no Landlock" in weak.stdout
+    workflow = run("-m", "snakemake", "-n", "--cores", "1")
+    assert workflow.returncode != 0
+    assert "domains.math.execution.sandbox: best_effort" in workflow.stdout + workflow.stderr
+    assert "Job stats" not in workflow.stdout + workflow.stderr
+
+
+def test_the_start_up_line_names_the_active_layers() -> None:
+    from envisions_flow.environments.registry import sandbox_modes
+    from envisions_flow.environments.sandbox import check_sandboxes
+
+    execution = {"timeout_s": 2, "memory_mb": 512, "workers": 1}
+    domains = {name: {"train": {}, "testsets": {}, "execution": execution} for name in ("math", "web")}
+    assert sandbox_modes({"domains": domains}) == {"domains.math.execution.sandbox": "strict"}  # web: no sandbox
+    line = check_sandboxes(sandbox_modes({"domains": domains}))
+    assert line.startswith("sandbox layers: namespaces (user, mount, pid, net, ipc, uts")
+    assert "landlock (ABI " in line and "seccomp (" in line and "missing" not in line
+    assert check_sandboxes(sandbox_modes({"domains": {"web": domains["web"]}})) == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting the immutable flag from outside needs root")
+def test_a_directory_the_worker_cannot_empty_is_reported_and_never_used_again() -> None:
+    """A file made immutable from outside (as an attacker holding CAP_LINUX_IMMUTABLE could) defeats cleanup.
+
+    The program is `forbidden`, its directory is retired, and later programs' Landlock domain names only the
+    new directory: even past a fooled audit hook, the retired directory cannot be listed.
+    """
+    import subprocess
+    import threading
+
+    leave = solution("open('locked', 'w').write('x')\nopen('marker', 'w').write('left')\ntime.sleep(1.5)\n"
+                     "return os.getcwd()", "import os\nimport time")
+    look = solution("""
+import posixpath
+here = os.getcwd()
+posixpath._joinrealpath = lambda path, rest, strict, seen: (here, True)
+try:
+    return str('marker' in os.listdir(os.path.join(os.path.dirname(here), 'program-1')))
+except OSError as error:
+    return type(error).__name__""", "import os")
+    with SandboxPool(1, LIMITS) as pool:
+        locked = Path(pool._workers[0].root) / "programs" / "program-1" / "locked"
+        first: list = []
+        runner = threading.Thread(target=lambda: first.extend(pool.map([(leave, "solution()")])))
+        runner.start()
+        deadline = time.monotonic() + 10
+        while not locked.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        subprocess.run(["chattr", "+i", str(locked)], check=True)
+        runner.join()
+        try:
+            second, third = pool.map([(look, "solution()"), (solution("return 6 * 7"), "solution()")])
+        finally:
+            subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert first[0].error_class == FORBIDDEN and "cannot clean" in first[0].error
+    assert (second.value, third.value) == ("PermissionError", "42")
+
+
+def test_honest_programs_using_libraries_are_not_refused() -> None:
+    """Submodules imported inside the sandbox, threads, temporary directories: none of it is `forbidden`."""
+    programs = [
+        (solution("return round(scipy.optimize.brentq(lambda x: x * x - 4, 0, 5), 6)", "import scipy.optimize"), "2.0"),
+        (solution("x = sympy.Symbol('x')\nreturn sympy.integrate(x ** 2, (x, 0, 3))", "import sympy"), "9"),
+        (solution("return int(numpy.linalg.matrix_rank(numpy.eye(3)))", "import numpy"), "3"),
+        (solution("out = []\nthread = threading.Thread(target=lambda: out.append(5))\nthread.start()\nthread.join()\n"
+                  "return out[0]", "import threading"), "5"),
+        (solution("with tempfile.TemporaryDirectory() as d:\n    open(d + '/x', 'w').write('3')\n"
+                  "    return int(open(d + '/x').read())", "import tempfile"), "3"),
+    ]
+    outcomes = run_many([(code, "solution()") for code, _ in programs], Limits(timeout_s=30), workers=1)
+    assert [(o.value, o.error_class) for o in outcomes] == [(value, "") for _, value in programs], outcomes
+
+
+def test_a_misspelt_sandbox_mode_is_refused_by_name() -> None:
+    from envisions_flow.environments.sandbox import Confinement
+
+    with pytest.raises(ValueError, match=r"domains.math.execution.sandbox: 'strcit' is not a sandbox mode"):
+        Confinement(mode="strcit", key="domains.math.execution.sandbox")

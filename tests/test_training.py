@@ -114,3 +114,24 @@ def test_sft_then_dpo_uses_the_sft_model_as_reference(base_model, tmp_path):
     assert "sft" in metrics and "dpo" in metrics
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoint" / "sft").exists() and not (tmp_path / "checkpoint.partial").exists()
+
+
+@pytest.mark.parametrize("report_to", ["none", "tensorboard"])
+def test_training_logs_to_tensorboard_only_when_asked(base_model, tmp_path, report_to):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    examples = build_examples(U1, U2.iloc[0:0], MathEnvironment(), tokenizer)
+    logs = tmp_path / "iter1" / "tensorboard"
+    train(base_model, examples * 2, {**SETTINGS, "max_length": 128, "report_to": report_to},
+          tmp_path / "iter1" / "checkpoint", run_name="math/envisions/iter1", log_dir=logs)
+    events = sorted(logs.glob("sft/events.out.tfevents.*"))
+    if report_to == "none":
+        assert not logs.exists()
+        return
+    assert len(events) == 1
+    accumulator = EventAccumulator(str(events[0]))
+    accumulator.Reload()
+    assert "train/loss" in accumulator.Tags()["scalars"]
+    text = accumulator.Tags()["tensors"] and accumulator.Tensors("args/text_summary")[0].tensor_proto.string_val[0]
+    assert b'"run_name": "math/envisions/iter1/sft"' in text  # the run and iteration name the run

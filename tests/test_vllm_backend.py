@@ -151,10 +151,11 @@ def test_the_adapter_asks_for_k_seeded_samples_and_sums_the_sampled_tokens(monke
                                                                           has_logprobs_mode):
     seen: dict = {}
     _stand_in_vllm(monkeypatch, seen, has_logprobs_mode)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     backend = load_backend("vllm", base_model, batch_size=8, dtype="bfloat16")
     engine = seen["engine"]
-    assert engine["enable_prefix_caching"] is True and engine["tensor_parallel_size"] == 2
+    # SmolLM2's 9 attention heads (3 KV heads): of 4 GPUs, 3 divide them
+    assert engine["enable_prefix_caching"] is True and engine["tensor_parallel_size"] == 3
     assert engine["dtype"] == "bfloat16" and engine["gpu_memory_utilization"] == 0.9
     assert engine.get("logprobs_mode") == ("raw_logprobs" if has_logprobs_mode else None)
 
@@ -172,6 +173,11 @@ def test_the_adapter_asks_for_k_seeded_samples_and_sums_the_sampled_tokens(monke
     assert samples[0][0].text == backend.tokenizer.decode([10, 2], skip_special_tokens=True)
     backend.sample(prompts, n=3, max_new_tokens=40, seed=11)
     assert [params.seed for params in seen["params"]] == seeds
+
+    load_backend("vllm", base_model, batch_size=8, dtype="bfloat16", engines=2)  # IPR's scorer beside the policy
+    assert seen["engine"]["gpu_memory_utilization"] == 0.45
+    with pytest.raises(ValueError, match="generation.tensor_parallel_size: 2 does not divide the model's 9 attention"):
+        load_backend("vllm", base_model, batch_size=8, dtype="bfloat16", tensor_parallel_size=2)
 
     greedy = backend.greedy(prompts, max_new_tokens=16)
     assert [(p.n, p.temperature, p.max_tokens, p.logprobs) for p in seen["params"]] == [(1, 0.0, 16, 1)] * 2

@@ -13,27 +13,26 @@ import pytest
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.registry import make_environment
 from envisions_flow.environments.sandbox import Limits
-from envisions_flow.environments.web import (
+from envisions_flow.environments.web import ONE_SHOT, WebEnvironment, episode_id, miniwob_html_dir, parse_episode_id
+from envisions_flow.environments.web_page import (
     BAD_XPATH,
     BROWSER_CRASH,
     NAVIGATED,
     NO_ELEMENT,
     NOT_DONE,
-    ONE_SHOT,
     PAGE_CRASH,
     TIMEOUT,
-    WebEnvironment,
-    episode_id,
-    miniwob_html_dir,
-    parse_episode_id,
 )
 from envisions_flow.environments.web_programs import (
     BAD_KEY,
+    CPU_LIMIT,
     FORBIDDEN,
     LIMIT,
     NO_PROGRAM,
     RUNTIME,
     SYNTAX,
+    TEXT_LIMIT,
+    TOO_LARGE,
     Action,
     ProgramError,
     parse_program,
@@ -59,6 +58,48 @@ def test_interpreter_reads_loops_names_and_fstrings():
     ]
 
 
+def test_interpreter_accepts_the_constructs_of_synapse_exemplars():
+    """Conditional expressions, abs(), if/elif, // and % and f-string expressions (Synapse's search-engine,
+    use-slider and use-spinner exemplars use them), lists to loop over, and Synapse's keyword names."""
+    slider = ("delta = 3 - 7\nkey = 'arrowleft' if delta < 0 else 'arrowright'\n"
+              "for _ in range(abs(delta)):\n    agent.press(key)\n")
+    assert parse_program(slider) == [Action("press", "ArrowLeft")] * 4
+    spinner = ("change = 2\nfor _ in range(abs(change)):\n    if change < 0:\n        agent.click_xpath('//a[2]')\n"
+               "    elif change > 0:\n        agent.click_xpath('//a[1]')\n    else:\n        pass\n")
+    assert parse_program(spinner) == [Action("click_xpath", "//a[1]")] * 2
+    search = ("rank = 5\npage = (rank - 1) // 3\nslot = 3 if rank % 3 == 0 else rank % 3\n"
+              "agent.click_xpath(f\"//ul/li[{page + 3}]/a\")\nagent.click_xpath(f\"//div[{slot}]/a\")")
+    assert parse_program(search) == [Action("click_xpath", "//ul/li[4]/a"), Action("click_xpath", "//div[2]/a")]
+    words = ("for word in ['ab', 'c d']:\n    agent.click_xpath(f\"//label[text()='{word}']\")\n"
+             "names = ('x', 'y')\nagent.type(names[-1] + str(len(names)) + f'{3.14159:.2f}|{7:02d}' + str(max(4, 9)))\n"
+             "agent.type(str(not 0 and 1 < 2 < 3 and 'z' in 'xyz'))\nagent.press(key_type='enter')")
+    assert parse_program(words) == [
+        Action("click_xpath", "//label[text()='ab']"), Action("click_xpath", "//label[text()='c d']"),
+        Action("type", "y23.14|079"), Action("type", "True"), Action("press", "Enter")]
+
+
+def test_the_budget_stops_a_20000_character_program_and_an_expensive_one_at_once():
+    """Issue 18: one 20,000-character program used 27 s of CPU in the job. Its size is refused before any
+    work, and a program under the size limit that would evaluate ten million expressions stops at the
+    evaluation budget; neither takes more than a fraction of a second."""
+    def nested_loops(groups: int) -> str:  # 4,900 statements, each summing `groups` sums of 50 ones
+        expression = "+".join("(" + "+".join(["1"] * 50) + ")" for _ in range(groups))
+        return f"for _ in range(100):\n    for _ in range(49):\n        x = {expression}\nagent.type(str(x))"
+
+    huge, costly = nested_loops(194), nested_loops(20)
+    assert 19_800 < len(huge) <= 20_000
+    for program, error_class in [(huge, TOO_LARGE), (costly, CPU_LIMIT)]:
+        started = time.thread_time()
+        with pytest.raises(ProgramError) as error:
+            parse_program(program)
+        assert error.value.error_class == error_class, str(error.value)
+        assert time.thread_time() - started < 2.0  # was 27 s (generous: a loaded machine)
+    # the CPU clock is checked too, whatever the counts say
+    with pytest.raises(ProgramError, match="CPU time") as error:
+        parse_program("agent.press('enter')\n" * 3, cpu_s=0.0)
+    assert error.value.error_class == CPU_LIMIT
+
+
 @pytest.mark.parametrize("program, error_class", [
     ("", NO_PROGRAM),
     ("# only a comment\nx = 1", NO_PROGRAM),
@@ -77,23 +118,43 @@ def test_interpreter_reads_loops_names_and_fstrings():
     ("print('hi')", FORBIDDEN),
     ("eval('1')", FORBIDDEN),
     ("def f():\n    agent.press('enter')\nf()", FORBIDDEN),
-    ("if True:\n    agent.press('enter')", FORBIDDEN),
+    ("while x:\n    agent.press('enter')", FORBIDDEN),
     ("f = agent.type\nf('a')", FORBIDDEN),
     ("agent = 1", FORBIDDEN),
     ("agent.type(2 ** 10)", FORBIDDEN),
     ("agent.type(lambda: 1)", FORBIDDEN),
+    ("agent.type({'a': 1})", FORBIDDEN),
+    ("agent.type([c for c in 'ab'])", FORBIDDEN),
+    ("agent.type('ab'.upper())", FORBIDDEN),
+    ("agent.type(f'{1:>1000000}')", FORBIDDEN),  # a format spec that would build a megabyte
+    ("for i, x in [1, 2]:\n    agent.press('enter')", FORBIDDEN),
     ("for _ in range(10**9):\n    agent.press('enter')", FORBIDDEN),  # ** itself is refused
     ("for _ in range(1000000000):\n    pass", LIMIT),
     ("for _ in range(51):\n    agent.press('enter')", LIMIT),
-    ("for _ in range(100):\n    for _ in range(100):\n        x = 1", LIMIT),
-    ("agent.type('a' * 1_000_000)", LIMIT),
-    ("s = 'ab'\nfor _ in range(30):\n    s = s + s\nagent.type(s)", LIMIT),
+    ("for _ in 'x' * 101:\n    agent.press('enter')", LIMIT),
+    ("agent.type(str([1] * 101))", LIMIT),
     ("agent.type(str(10 * 1000000 * 1000000 * 1000000))", LIMIT),
-    ("agent.type('" + "x" * 30_000 + "')", LIMIT),
+    ("agent.type(str(round(5, -1000000000000)))", RUNTIME),  # would compute 10 ** 10 ** 12
+    ("x = [1]\nfor _ in range(30):\n    x = [x, x]\nagent.type(str(x))", RUNTIME),  # nesting doubles str()
+    ("for _ in range(100):\n    for _ in range(100):\n        x = 1", CPU_LIMIT),
+    ("agent.type('a' * 1_000_000)", TEXT_LIMIT),
+    ("agent.type(1_000_000 * 'ab')", TEXT_LIMIT),
+    ("x = 'abc' * 300\nagent.type(x * 1000000000000)", TEXT_LIMIT),
+    ("s = 'ab'\nfor _ in range(30):\n    s = s + s\nagent.type(s)", TEXT_LIMIT),
+    ("x = 'a' * 999\nagent.type(f'" + "{x}" * 1000 + "')", TEXT_LIMIT),  # checked while joining
+    ("x = 'a' * 999\nfor _ in range(100):\n    for _ in range(49):\n        y = x + 'b'\nagent.type(y)", TEXT_LIMIT),
+    ("agent.type('" + "x" * 30_000 + "')", TOO_LARGE),
+    ("agent.type(" + "-" * 300 + "1)", TOO_LARGE),
+    ("x = " + "+".join(["1"] * 4000), TOO_LARGE),  # too deep for the parser itself
+    ("x = " + "+".join("(" + "+".join(["1"] * 50) + ")" for _ in range(60)), TOO_LARGE),  # > 5,000 nodes
     ("agent.press('f5')", BAD_KEY),
     ("agent.press('alt+left')", BAD_KEY),
     ("agent.type(undefined_name)", RUNTIME),
     ("agent.type('a' - 1)", RUNTIME),
+    ("agent.type(abs('a'))", RUNTIME),
+    ("agent.type(['a'][3])", RUNTIME),
+    ("agent.type('a' < 1)", RUNTIME),
+    ("agent.click_xpath(path='//a')", RUNTIME),
     ("agent.type(1 // 0)", RUNTIME),
     ("agent.click_xpath(3)", RUNTIME),
     ("agent.click_xpath('//a', '//b')", RUNTIME),
@@ -253,7 +314,7 @@ def test_page_errors_and_the_post_program_observation(tasks):
     ]
     episodes = environment.run([date] * 5 + [button], programs, observe_after=True)
     classes = [episode.error_class for episode in episodes]
-    assert classes == [NOT_DONE, NO_ELEMENT, NO_ELEMENT, BAD_XPATH, NO_ELEMENT, LIMIT]
+    assert classes == [NOT_DONE, NO_ELEMENT, NO_ELEMENT, BAD_XPATH, NO_ELEMENT, TOO_LARGE]
     opened = episodes[0].observation
     assert "ui-datepicker-div" in opened and "ui-datepicker-div" not in date.question
     assert opened.split("\nHTML: ")[0] == date.question.split("\nHTML: ")[0]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from test_workflow import ROOT, TINY, snakemake, workflow_copy
 
+from envisions_flow.environments.math import MathEnvironment
 from envisions_flow.workflow import artifacts as art
 
 # ---- the web domain: fresh episodes every iteration ----------------------------------------------
@@ -31,7 +32,8 @@ WEB = {
 
 
 def test_web_train_episodes_are_fresh_every_iteration_and_never_test_episodes():
-    from envisions_flow.datasets.loaders import DataError, check_source, miniwob_episodes
+    from envisions_flow.datasets.loaders import DataError, check_source
+    from envisions_flow.datasets.miniwob import miniwob_episodes
     from envisions_flow.workflow.config import ConfigError, check, dataset_spec, train_dataset
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -51,8 +53,8 @@ def test_web_train_episodes_are_fresh_every_iteration_and_never_test_episodes():
 
     with pytest.raises(ConfigError, match="domains.math.train.fresh_seeds"):
         dataset_spec(config, "math", "train.iter2")
-    with pytest.raises(DataError, match="fresh_seeds: only miniwob"):
-        check_source({"kind": "generated", "n": 2, "fresh_seeds": True}, "domains.math.train")
+    with pytest.raises(DataError, match="train.fresh_seeds: generated data is fixed"):
+        check_source({"kind": "generated", "n": 2, "fresh_seeds": True}, "domains.math.train", MathEnvironment)
     bad = yaml.safe_load(yaml.safe_dump(config))
     bad["domains"]["web"]["testsets"]["miniwob"]["fresh_seeds"] = True
     with pytest.raises(ConfigError, match="testsets.miniwob.fresh_seeds"):
@@ -94,7 +96,7 @@ def test_web_explore_reads_its_iterations_episodes_and_runs_share_iteration_one(
 
 def test_eval_reports_raw_success_and_success_per_web_task():
     from envisions_flow.environments.base import Execution, Task
-    from envisions_flow.stages.evaluate import web_success
+    from envisions_flow.environments.web import web_success
 
     tasks = [Task("click-button:1", "q", "click-button"), Task("click-button:2", "q", "click-button"),
              Task("focus-text:3", "q", "focus-text"), Task("focus-text:4", "q", "focus-text")]

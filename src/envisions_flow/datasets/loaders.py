@@ -2,22 +2,23 @@
 
 Every source is normalised to rows (id, question, answer, source). Problems are
 reported with the config key and the file or field at fault, before any model
-work starts.
+work starts. Data sets load in their published forms: a row whose answer the domain's
+judge cannot hold (its environment's `holds_answer`: for the math judge, an ASDiv answer
+that is a name, "Yes", two values or a clock time) is skipped and counted in the log, never
+reduced to its first number.
 """
 
 from __future__ import annotations
-
-import hashlib
+import logging
 import math
-import random
 import re
 from pathlib import Path
 from typing import Any, Callable
-
 import numpy as np
 import pandas as pd
-
 from envisions_flow.environments import math_answers as answers
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -31,12 +32,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "math": {"kind": "hub", "id": "HuggingFaceH4/MATH-500", "split": "test",
              "fields": {"question": "problem", "answer": "answer", "id": "unique_id"},
              "answer_format": "raw", "answer_type": answers.SYMBOLIC},
+    # the whole MATH (7,500 train, 5,000 test problems), for training on it as the paper did
+    "math_full": {"kind": "hub", "id": "DigitalLearningGmbH/MATH-lighteval", "split": "train",
+                  "fields": {"question": "problem", "answer": "solution"}, "answer_format": "boxed",
+                  "answer_type": answers.SYMBOLIC},
     "gsm_hard": {"kind": "hub", "id": "reasoning-machines/gsm-hard", "split": "train",
                  "fields": {"question": "input", "answer": "target"}, "answer_format": "raw"},
     "svamp": {"kind": "hub", "id": "ChilleD/SVAMP", "split": "test",
               "fields": {"question": "{Body} {Question}", "answer": "Answer", "id": "ID"}, "answer_format": "raw"},
     "asdiv": {"kind": "hub", "id": "EleutherAI/asdiv", "split": "validation",
               "fields": {"question": "{body} {question}", "answer": "answer"}, "answer_format": "number"},
+    "asdiv_xml": {"kind": "file", "xpath": ".//Problem",  # ASDiv.xml as its authors published it
+                  "fields": {"id": "ID", "question": "{Body} {Question}", "answer": "Answer"}, "answer_format": "number"},
     "proofwriter": {"kind": "hub", "id": "tasksource/proofwriter", "split": "test",
                     "fields": {"id": "id", "question": "{theory}\n{question}", "answer": "answer"},
                     "answer_format": "label", "closed_world": False},
@@ -53,21 +60,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "miniwob": {"kind": "miniwob"},
 }
 
-# The 44 MiniWob++ tasks of the ENVISIONS paper (Table 11): the default task list of `kind: miniwob`.
-MINIWOB_TASKS = [
-    "choose-date", "choose-list", "click-button", "click-button-sequence", "click-checkboxes",
-    "click-checkboxes-large", "click-checkboxes-soft", "click-checkboxes-transfer", "click-collapsible",
-    "click-color", "click-dialog", "click-dialog-2", "click-link", "click-option", "click-scroll-list",
-    "click-shades", "click-shape", "click-tab", "click-test", "click-test-2", "click-widget", "copy-paste",
-    "copy-paste-2", "enter-date", "enter-password", "enter-text", "enter-text-dynamic", "enter-time",
-    "focus-text", "focus-text-2", "guess-number", "identify-shape", "multi-layouts", "multi-orderings",
-    "navigate-tree", "read-table", "search-engine", "simple-algebra", "simple-arithmetic", "social-media-all",
-    "text-transform", "unicode-test", "use-slider", "use-spinner",
-]
+
+# What a data set made of parts keeps of its own keys: how its answers are judged and reported.
+PARTS_KEYS = ("parts", "name", "answer_type", "closed_world", "held_in", "limit")
 
 
 def with_preset(spec: dict[str, Any]) -> dict[str, Any]:
-    """A dataset spec with its preset's defaults filled in."""
+    """A dataset spec with its preset's defaults filled in.
+
+    A spec with `parts` is made of its parts alone: keys a merged base config left beside them (its
+    `kind`, `n`, ...) are dropped.
+    """
+    if spec.get("parts"):
+        return {key: value for key, value in spec.items() if key in PARTS_KEYS}
     preset = spec.get("preset")
     if preset is None:
         return dict(spec)
@@ -91,9 +96,8 @@ def _gold(value: Any, answer_format: str) -> str:
         text = answers.unbox(text).strip()
     elif answer_format == "label":
         text = _LABELS.get(text.lower(), text)
-    elif answer_format == "number":
-        number = answers.parse_number(text)
-        text = "" if number is None else format(number, "g") if number != int(number) else str(int(number))
+    elif answer_format == "number":  # "9 (apples)" -> "9", "-(1/3)" -> "-1/3"; "" when not one number
+        text = answers.number_token(text) or ""
     return text
 
 
@@ -108,22 +112,24 @@ def _field_getter(template: str) -> tuple[Callable[[dict], str], list[str]]:
     return (lambda row: _format(template, row)), names
 
 
-def _read_file(path: Path, key: str) -> pd.DataFrame:
+def _read_file(path: Path, key: str, xpath: str = ".//Problem") -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{key}.path: file not found: {path}")
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
     try:
+        if suffix == ".xml":
+            return pd.read_xml(path, xpath=xpath, parser="etree", dtype=str)
         if suffix in {".jsonl", ".jsonl.gz"}:
-            return pd.read_json(path, lines=True, dtype=False)
+            return pd.read_json(path, lines=True, dtype=False, precise_float=True)
         if suffix == ".json":
-            return pd.read_json(path, dtype=False)
+            return pd.read_json(path, dtype=False, precise_float=True)
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in {".csv", ".csv.gz"}:
             return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError, OSError) as error:
+    except (ValueError, UnicodeDecodeError, OSError, SyntaxError) as error:  # SyntaxError: malformed XML
         raise DataError(f"{key}.path: cannot read {path}: {error}") from None
-    raise DataError(f"{key}.path: {path} must end in .jsonl, .json, .parquet or .csv")
+    raise DataError(f"{key}.path: {path} must end in .jsonl, .json, .parquet, .csv or .xml")
 
 
 def _read_hub(spec: dict[str, Any], key: str) -> pd.DataFrame:
@@ -156,9 +162,23 @@ def explode(frame: pd.DataFrame, column: str, key: str, origin: str) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+_SENTENCE_END = (".", "?", "!", ":", ";", '"', "'", "\u201d")
+
+
 def _format(template: str, row: dict) -> str:
-    """str.format over columns whose names may hold dots (`{questions.text}`)."""
-    return _PLACEHOLDER.sub(lambda match: str(row[match.group(1)]), template)
+    """str.format over columns whose names may hold dots (`{questions.text}`).
+
+    Two fields joined by a space are two sentences: a first one without a final stop gets one
+    (SVAMP's Body "... a discount of 25 dollars on each pack" before its Question).
+    """
+
+    def field(match: re.Match) -> str:
+        value = str(row[match.group(1)])
+        if template.startswith(" {", match.end()) and value.strip() and not value.rstrip().endswith(_SENTENCE_END):
+            return value.rstrip() + "."
+        return value
+
+    return _PLACEHOLDER.sub(field, template)
 
 
 def _check_scalars(column: list[Any], key: str, origin: str) -> None:
@@ -174,8 +194,9 @@ def _check_scalars(column: list[Any], key: str, origin: str) -> None:
                         f"{sorted({kind for _, kind in wrong})}")
 
 
-def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) -> pd.DataFrame:
-    """Map a raw table to (id, question, answer, source) and check it."""
+def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str,
+              environment: type | None = None) -> pd.DataFrame:
+    """Map a raw table to (id, question, answer, source) and check it; rows the judge cannot answer are skipped."""
     if spec.get("explode"):
         frame = explode(frame, spec["explode"], key, origin)
     fields = spec.get("fields", {"question": "question", "answer": "answer"})
@@ -192,8 +213,6 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) 
     if "id" in fields and fields["id"] not in frame.columns:
         raise DataError(f"{key}.fields.id: {origin} has no column {fields['id']!r}")
     rows = frame.to_dict("records")
-    if spec.get("limit"):
-        rows = rows[: int(spec["limit"])]
     if not rows:
         raise DataError(f"{key}: {origin} has no rows (empty split)")
     name = spec.get("name", key.split(".")[-1])
@@ -212,202 +231,105 @@ def normalise(frame: pd.DataFrame, spec: dict[str, Any], key: str, origin: str) 
     )
     if (out["question"] == "").any():
         raise DataError(f"{key}: {origin} has empty questions at rows {out.index[out['question'] == ''].tolist()[:5]}")
-    if (out["answer"] == "").any():
-        raise DataError(f"{key}: {origin} has empty answers at rows {out.index[out['answer'] == ''].tolist()[:5]}")
     duplicated = out["id"][out["id"].duplicated()].unique().tolist()
     if duplicated:
         raise DataError(f"{key}.fields.id: {origin} has duplicate ids {duplicated[:5]}")
+    held, judged_as = _answers_held(out["answer"], spec, environment)
+    if not held.all():
+        skipped = [int(i) for i in out.index[~held]]
+        examples = ", ".join(f"row {i}: {values['answer'][i]!r}" for i in skipped[:5])
+        if not held.any():
+            raise DataError(f"{key}.fields.answer: no row of {origin} has {judged_as} as its answer ({examples}, ...)")
+        log.warning("%s: skipped %d of %d rows of %s whose answer is not %s (%s%s)", key, len(skipped), len(out),
+                    origin, judged_as, examples, ", ..." if len(skipped) > 5 else "")
+        out = out[held].reset_index(drop=True)
+    if spec.get("limit"):
+        out = out.head(int(spec["limit"]))
     return out
 
 
-def load_tasks(spec: dict[str, Any], key: str, domain: str = "math") -> pd.DataFrame:
-    """Rows (id, question, answer, source) for one configured dataset."""
+def part_specs(spec: dict[str, Any], key: str) -> list[tuple[dict[str, Any], str]]:
+    """(spec, config key) of each part of a data set made of several (`parts`), each named after its preset."""
+    named = []
+    for index, part in enumerate(spec["parts"]):
+        name = part.get("name") or part.get("preset") or f"part{index}"
+        named.append(({**part, "name": name}, f"{key}.parts.{index}"))
+    if len({part["name"] for part, _ in named}) < len(named):
+        raise DataError(f"{key}.parts: two parts share a name; give each a `name` (their ids start with it)")
+    return named
+
+
+def _answers_held(golds: pd.Series, spec: dict[str, Any], environment: type | None) -> tuple[pd.Series, str]:
+    """Which gold answers the domain's judge can credit (its environment's `holds_answer`), and what those are."""
+    holds = getattr(environment, "holds_answer", None)
+    if holds is None:
+        return golds.str.strip() != "", "a non-empty text"
+    accepts, judged_as = holds(spec)
+    return golds.map(accepts).astype(bool), judged_as
+
+
+def load_tasks(spec: dict[str, Any], key: str, environment: type | None = None) -> pd.DataFrame:
+    """Rows (id, question, answer, source) for one configured dataset (`parts`: the rows of each, in order).
+
+    File and hub data load the same way in every domain; any other kind (`generated`, `miniwob`) is data
+    the domain's environment class makes itself (its `load_tasks`), so a new environment brings its own.
+    """
+    if spec.get("parts"):
+        rows = pd.concat([load_tasks(part, part_key, environment) for part, part_key in part_specs(spec, key)],
+                         ignore_index=True)
+        duplicated = rows["id"][rows["id"].duplicated()].unique().tolist()
+        if duplicated:
+            raise DataError(f"{key}.parts: the parts share ids {duplicated[:5]}")
+        return rows
     spec = with_preset(spec)
     kind = spec.get("kind")
-    if kind == "generated":
-        if domain == "logic":
-            from envisions_flow.datasets.theories import generate_theories
-
-            return generate_theories(spec, key)
-        return generate_word_problems(spec, key)
-    if kind == "miniwob":
-        return miniwob_tasks(spec, key)
     if kind == "file":
         path = Path(spec.get("path", ""))
-        return normalise(_read_file(path, key), spec, key, str(path))
+        return normalise(_read_file(path, key, spec.get("xpath", ".//Problem")), spec, key, str(path), environment)
     if kind == "hub":
-        return normalise(_read_hub(spec, key), spec, key, spec["id"])
-    raise DataError(f"{key}.kind: must be one of generated, file, hub, miniwob (got {kind!r})")
+        return normalise(_read_hub(spec, key), spec, key, spec["id"], environment)
+    _check_environment_kind(spec, key, environment)
+    return environment.load_tasks(spec, key)  # type: ignore[union-attr]
 
 
-def check_source(spec: dict[str, Any], key: str) -> None:
-    """Cheap start-up check of a dataset spec: file exists, is readable, has the mapped fields, is not empty."""
+def check_source(spec: dict[str, Any], key: str, environment: type | None = None, role: str = "test") -> None:
+    """Start-up check of a dataset spec: its file exists and is readable, and every row has the mapped fields, text
+    or numbers in them, and at least one row an answer the judge can hold (a file is read whole: a bad row 2,000
+    would otherwise stop a job minutes later); data an environment makes is checked by the environment
+    (`check_tasks`), knowing its `role` (train or test)."""
+    if spec.get("parts"):
+        for part, part_key in part_specs(spec, key):
+            check_source(part, part_key, environment, role)
+        return
     spec = with_preset(spec)
-    if spec.get("fresh_seeds") and spec.get("kind") != "miniwob":
-        raise DataError(f"{key}.fresh_seeds: only miniwob data draws fresh episodes per iteration")
-    if spec.get("kind") == "file":
-        path = Path(spec.get("path", ""))
-        normalise(_read_file(path, key), {**spec, "limit": 1}, key, str(path))
-    elif spec.get("kind") == "miniwob":
-        miniwob_episodes(spec, key)
-    elif spec.get("kind") not in {"generated", "hub"}:
-        raise DataError(f"{key}.kind: must be one of generated, file, hub, miniwob (got {spec.get('kind')!r})")
+    kind = spec.get("kind")
+    if spec.get("fresh_seeds") and kind not in getattr(environment, "fresh_seeds_kinds", ()):
+        raise DataError(f"{key}.fresh_seeds: {kind} data is fixed; only data an environment draws anew each "
+                        "iteration (the web's miniwob episodes) takes fresh_seeds")
+    if kind in GENERIC_KINDS:
+        if kind == "file":
+            path = Path(spec.get("path", ""))
+            normalise(_read_file(path, key, spec.get("xpath", ".//Problem")), spec, key, str(path), environment)
+        return
+    _check_environment_kind(spec, key, environment)
+    check = getattr(environment, "check_tasks", None)
+    if check is not None:
+        check(spec, key, role)
 
 
-# ---- generated grade-school word problems -------------------------------------------------------
-
-_NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farah", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena",
-          "Maya", "Noah", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara", "Uma", "Victor", "Wen", "Yusuf"]
-_ITEMS = ["apples", "marbles", "stickers", "pencils", "cookies", "books", "shells", "cards", "stamps", "eggs",
-          "flowers", "coins", "toy cars", "beads", "oranges", "balloons"]
+GENERIC_KINDS = ("file", "hub")
 
 
-def _templates(r: random.Random, high: int, one_step: bool) -> list[Callable[[], tuple[str, int]]]:
-    """Each template draws its numbers and returns (question, exact integer answer)."""
-    name, other, item = r.choice(_NAMES), r.choice(_NAMES), r.choice(_ITEMS)
-    a, b, c = r.randint(2, high), r.randint(2, high), r.randint(2, max(3, high // 4))
-
-    def more():
-        return f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?", a + b
-
-    def fewer():
-        big = a + b
-        return f"{name} had {big} {item} and gave {b} of them to {other}. How many {item} does {name} have left?", a
-
-    def packs():
-        return f"{name} buys {c} bags of {item}. Each bag holds {b} {item}. How many {item} does {name} buy?", c * b
-
-    def share():
-        total = b * c
-        return (f"{name} shares {total} {item} equally among {c} friends. How many {item} does each friend get?", b)
-
-    def shop():
-        price, count = r.randint(2, max(3, high // 5)), c
-        paid = price * count + a
-        return (f"{name} buys {count} notebooks that cost ${price} each and pays with ${paid}. "
-                f"How many dollars of change does {name} get?", paid - price * count)
-
-    def two_step():
-        return (f"{name} has {a} {item}. {name} buys {c} boxes with {b} {item} in each box. "
-                f"How many {item} does {name} have in total?", a + b * c)
-
-    def compare():
-        return (f"{name} collected {a} {item}. {other} collected {c} times as many {item} as {name}. "
-                f"How many {item} did they collect together?", a + a * c)
-
-    def weekly():
-        days = r.randint(2, 7)
-        return (f"{name} reads {b} pages every day for {days} days and then {a} pages on the last day. "
-                f"How many pages does {name} read in all?", b * days + a)
-
-    one_step_templates = [more, fewer, packs, share]
-    return one_step_templates if one_step else one_step_templates + [shop, two_step, compare, weekly]
+def _check_environment_kind(spec: dict[str, Any], key: str, environment: type | None) -> None:
+    kinds = tuple(getattr(environment, "task_kinds", ()))
+    if spec.get("kind") not in kinds:
+        raise DataError(f"{key}.kind: must be one of {', '.join(GENERIC_KINDS + kinds)} for this domain's "
+                        f"environment (got {spec.get('kind')!r})")
 
 
-def _split_of(question: str, test_fraction: float = 0.3) -> str:
-    digest = int(hashlib.sha256(question.encode()).hexdigest()[:8], 16)
-    return "test" if digest / 0xFFFFFFFF < test_fraction else "train"
-
-
-def _train_or_test(spec: dict[str, Any], key: str, kind: str) -> str:
+def split_of_spec(spec: dict[str, Any], key: str, kind: str) -> str:
     """The split of data the project makes itself: train and test are disjoint by construction."""
     split = spec.get("split", "train")
     if split not in {"train", "test"}:
         raise DataError(f"{key}.split: {kind} data has splits train and test (got {split!r})")
     return split
-
-
-def generate_word_problems(spec: dict[str, Any], key: str) -> pd.DataFrame:
-    """Seeded grade-school word problems whose answers are computed.
-
-    `easy` problems take one step with numbers up to 20; `medium` (up to 100)
-    and `hard` (up to 100,000, in the spirit of GSM-Hard) add two-step ones.
-    Train and test are disjoint by construction: a problem's split is a hash of
-    its text, and each split keeps only its own problems.
-    """
-    n = int(spec.get("n", 0))
-    if n <= 0:
-        raise DataError(f"{key}.n: a generated dataset needs n > 0")
-    split = _train_or_test(spec, key, "generated")
-    difficulty = spec.get("difficulty", "easy")
-    high = {"easy": 20, "medium": 100, "hard": 100_000}.get(difficulty)
-    if high is None:
-        raise DataError(f"{key}.difficulty: must be easy, medium or hard")
-    r = random.Random(int(spec.get("seed", 0)))
-    name = spec.get("name", key.split(".")[-1])
-    seen: set[str] = set()
-    rows = []
-    for _ in range(n * 1000):
-        if len(rows) == n:
-            break
-        question, answer = r.choice(_templates(r, high, one_step=difficulty == "easy"))()
-        if question in seen or _split_of(question) != split:
-            continue
-        seen.add(question)
-        rows.append({"id": f"{name}-{len(rows)}", "question": question, "answer": str(answer), "source": name})
-    if len(rows) < n:
-        raise DataError(f"{key}.n: could only generate {len(rows)} distinct {split} problems")
-    return pd.DataFrame(rows)
-
-
-# ---- MiniWob++ episodes (web domain) ------------------------------------------------------------
-
-_SEED_RANGE = 2**30  # train seeds lie in [0, 2^30), test seeds in [2^30, 2^31): disjoint by construction
-
-
-def miniwob_episodes(spec: dict[str, Any], key: str) -> list[tuple[str, int]]:
-    """(task name, seed) pairs: `episodes` per task, seeds hashed from (seed, task, index) into the split's range.
-
-    With `fresh_seeds`, iteration i (`spec["iteration"]`, default 1) gets the i-th block of
-    `episodes` distinct seeds of each task's sequence, so every iteration explores new
-    episodes (the authors' seed = id + 50 * iteration) and iteration 1 equals the static set.
-    """
-    from envisions_flow.environments.web import miniwob_html_dir
-    from envisions_flow.workflow.extras import require
-
-    require("web", f"{key}: MiniWob++ episodes (the web domain)")
-
-    names = spec.get("tasks", MINIWOB_TASKS)
-    if not names:
-        raise DataError(f"{key}.tasks: name at least one MiniWob task")
-    unknown = [name for name in names if not (miniwob_html_dir() / f"{name}.html").is_file()]
-    if unknown:
-        raise DataError(f"{key}.tasks: unknown MiniWob task(s) {unknown} (the paper's 44 are datasets.MINIWOB_TASKS)")
-    episodes = int(spec.get("episodes", 0))
-    if episodes <= 0:
-        raise DataError(f"{key}.episodes: a miniwob dataset needs episodes > 0 (episodes per task)")
-    split = _train_or_test(spec, key, "miniwob")
-    block = int(spec.get("iteration", 1)) if spec.get("fresh_seeds") else 1
-    offset = _SEED_RANGE if split == "test" else 0
-    out = []
-    for name in names:
-        seeds: list[int] = []
-        seen: set[int] = set()
-        for index in range(episodes * block * 10):
-            if len(seeds) == episodes * block:
-                break
-            digest = hashlib.sha256(f"{spec.get('seed', 0)}:{name}:{index}".encode()).hexdigest()
-            seed = offset + int(digest[:8], 16) % _SEED_RANGE
-            if seed not in seen:
-                seen.add(seed)
-                seeds.append(seed)
-        out += [(name, seed) for seed in sorted(seeds[episodes * (block - 1):])]
-    return out
-
-
-def miniwob_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
-    """Rows (id = "task:seed", question = the episode's observation, answer = task name) from the browser.
-
-    The observation (utterance + HTML) is rendered here, once, so prompts are plain functions
-    of the row (see environments/web.py).
-    """
-    from envisions_flow.environments.web import WebEnvironment, episode_id
-
-    episodes = miniwob_episodes(spec, key)
-    try:
-        observations = WebEnvironment(workers=2, progress=True).observe(episodes)
-    except RuntimeError as error:
-        raise DataError(f"{key}: {error}") from None
-    name = spec.get("name", key.split(".")[-1])
-    return pd.DataFrame({"id": [episode_id(task, seed) for task, seed in episodes], "question": observations,
-                         "answer": [task for task, _ in episodes], "source": name})

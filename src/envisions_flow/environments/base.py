@@ -95,16 +95,14 @@ def chat(worked_examples: Sequence[tuple[str, str]], question: str) -> Messages:
 
 
 def extract_fenced(completion: str, marker: str) -> str:
-    """The first fenced block (or, without one, the bare completion) from `marker` on.
+    """The first fenced block, whole; without a fence, the bare completion from `marker` on.
 
-    A fenced block without the marker is returned whole (it fails in the executor with
-    an error class); a completion with neither fence nor marker holds no program ("").
+    A block is kept whole (a program's imports and helper functions sit above its entry
+    point); a fenced block without the marker fails in the executor with an error class; a
+    completion with neither fence nor marker holds no program ("").
     """
     match = _FENCE.search(completion)
-    text = match.group(1) if match else completion
-    start = text.find(marker)
-    if start >= 0:
-        text = text[start:]
-    elif not match:
-        return ""
-    return text.strip("\n").rstrip()
+    if match:
+        return match.group(1).strip("\n").rstrip()
+    start = completion.find(marker)
+    return completion[start:].strip("\n").rstrip() if start >= 0 else ""

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-import resource
-import signal
-import time
-from dataclasses import dataclass, field
-from multiprocessing import get_context
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
 
 from envisions_flow.environments.base import (
     CORRECT,
@@ -20,9 +18,9 @@ from envisions_flow.environments.base import (
     chat,
     extract_fenced,
 )
-from envisions_flow.environments.fork_server import address_space_limit
-from envisions_flow.environments.logic_programs import answer_or_error
-from envisions_flow.environments.sandbox import Limits, run_many
+from envisions_flow.environments.logic_programs import FALSE, TRUE, UNKNOWN
+from envisions_flow.environments.registry import sandboxed_options
+from envisions_flow.environments.sandbox import Confinement, Limits, SandboxPool
 
 INSTRUCTION = (
     "Translate the problem into a logic program with the sections Predicates, Facts, Rules and Query. "
@@ -50,6 +48,12 @@ REFINE_TEMPLATE = (
     "The current logic program is:\n```\n{program}\n```\n\nThe solution program is:"
 )
 
+# What a logic worker imports before forking, and the function its children call on each program.
+_PRELOAD = ("clingo", "envisions_flow.environments.logic_programs")
+_ANSWER = "envisions_flow.environments.logic_programs:answer_or_error"
+_IMPORT_ANSWER = "from envisions_flow.environments.logic_programs import answer_or_error"
+
+
 @dataclass
 class LogicEnvironment:
     """Logic-LM programs answered by clingo inside the sandbox (open or closed world)."""
@@ -59,7 +63,29 @@ class LogicEnvironment:
     workers: int = 2
     progress: bool = False
     chunk_size: int = 64
+    confinement: Confinement = field(default_factory=Confinement)
     domain: str = "logic"
+    task_kinds = ("generated",)  # data it makes itself, beside file and hub data
+    uses_sandbox = True  # its programs run in the kernel-confined sandbox (execution.sandbox)
+
+    @classmethod
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+                    progress: bool) -> "LogicEnvironment":
+        return cls(closed_world=bool(dataset.get("closed_world", False)), **sandboxed_options(domain, execution, progress),
+                   **options)
+
+    @staticmethod
+    def holds_answer(spec: Mapping[str, Any]) -> tuple[Callable[[str], bool], str]:
+        """Which gold labels the judge can credit: True and False, and Unknown in the open world."""
+        labels = {TRUE, FALSE} if spec.get("closed_world") else {TRUE, FALSE, UNKNOWN}
+        return labels.__contains__, f"one of the labels {sorted(labels)}"
+
+    @staticmethod
+    def load_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
+        """`kind: generated`: seeded ProofWriter-style theories labelled by the generator's own reasoning."""
+        from envisions_flow.datasets.theories import generate_theories
+
+        return generate_theories(spec, key)
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
         examples = [(f"{INSTRUCTION}\n\n{ONE_SHOT[0]}", self.render_solution(ONE_SHOT[1]))] if few_shot else []
@@ -96,40 +122,31 @@ class LogicEnvironment:
     def _run(self, programs: list[str]) -> list[tuple[str | None, str, float]]:
         """(label, error class, seconds) per program.
 
-        A program is data that our own parser and clingo read, not code to run, so warm
-        workers (under a memory limit) answer whole chunks without a fork per program. A
-        chunk that overruns its time budget or kills its worker is answered again one program
-        at a time in the sandbox, whose per-program timeout isolates the culprit.
+        A program is data that our own parser and clingo read, not code to run, so one confined child
+        (the math sandbox's kernel layers and audit hook) answers a whole chunk: a fork per chunk, not
+        per program. A chunk that overruns its time budget or ends without its answers is answered
+        again one program at a time, each in its own child, whose per-program timeout isolates the culprit.
         """
         from tqdm import tqdm
 
         chunks = [list(range(i, min(i + self.chunk_size, len(programs))))
                   for i in range(0, len(programs), self.chunk_size)]
+        chunk_limits = replace(self.limits, timeout_s=self.limits.timeout_s + 2 + 0.05 * self.chunk_size)
         results: dict[int, tuple[str | None, str, float]] = {}
         retry: list[int] = []
-        context = get_context("fork")
-        pool = context.Pool(max(1, self.workers), initializer=_limit_memory, initargs=(self.limits.memory_mb,))
-        try:
-            pending = [(chunk, pool.apply_async(_answer_chunk, ([programs[i] for i in chunk], self.closed_world)))
-                       for chunk in chunks]
+        with SandboxPool(self.workers, self.limits, preload=_PRELOAD, confinement=self.confinement) as pool:
+            arguments = [[[programs[i], self.closed_world] for i in chunk] for chunk in chunks]
             with tqdm(total=len(programs), desc="executing", unit="prog", disable=not self.progress) as bar:
-                for position, (chunk, handle) in enumerate(pending):
-                    try:
-                        answered = handle.get(timeout=self.limits.timeout_s + 2 + 0.05 * len(chunk))
-                    except Exception:  # noqa: BLE001 - a timeout, MemoryError or dead worker: isolate below
-                        retry.extend(index for later, _ in pending[position:] for index in later)
-                        break
-                    results.update(zip(chunk, answered))
+                for chunk, (answered, _) in zip(chunks, pool.call(_ANSWER, arguments, chunk_limits)):
+                    if answered is None:  # a timeout, MemoryError, refusal or crash somewhere in the chunk
+                        retry.extend(chunk)
+                    else:
+                        results.update((index, _parse_label(label, seconds))
+                                       for index, (label, seconds) in zip(chunk, answered))
                     bar.update(len(chunk))
-        finally:
-            pool.terminate()
-            pool.join()
-        if retry:
-            calls = [("from envisions_flow.environments.logic_programs import answer_or_error\n" + f"PROGRAM = {programs[i]!r}",
-                      f"answer_or_error(PROGRAM, {self.closed_world})") for i in retry]
-            outcomes = run_many(calls, self.limits, self.workers, progress=self.progress,
-                                preload=("clingo", "envisions_flow.environments.logic_programs"))
-            for index, outcome in zip(retry, outcomes):
+            calls = [(f"{_IMPORT_ANSWER}\nPROGRAM = {programs[i]!r}", f"answer_or_error(PROGRAM, {self.closed_world})")
+                     for i in retry]
+            for index, outcome in zip(retry, pool.map(calls, progress=self.progress)):
                 results[index] = _parse_label(outcome.value, outcome.duration_s) if not outcome.error_class else (
                     None, outcome.error_class, outcome.duration_s)
         return [results[i] for i in range(len(programs))]
@@ -139,18 +156,3 @@ def _parse_label(value: str | None, duration: float) -> tuple[str | None, str, f
     if value is None or value.startswith("error:"):
         return None, (value or "error:solver_error").split(":")[1], duration
     return value, "", duration
-
-
-def _limit_memory(memory_mb: int) -> None:
-    limit = address_space_limit(memory_mb)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _answer_chunk(texts: list[str], closed_world: bool) -> list[tuple[str | None, str, float]]:
-    out = []
-    for text in texts:
-        started = time.monotonic()
-        value = answer_or_error(text, closed_world)
-        out.append(_parse_label(value, time.monotonic() - started))
-    return out

@@ -5,14 +5,27 @@ chaining over definite rules computes the least model of the program, which is
 exactly what an answer-set solver grounds and solves, so each program is
 compiled to ASP and handed to clingo instead of a hand-written engine:
 
-- `Furry(Anne, True)` becomes `p_furry("Anne",t).`; variables `$x` become `V_x`.
+- `Furry(Anne, True)` becomes `p_Furry("Anne",t).`; variables `$x` become `V_x`. Names keep their
+  case: `Big` and `BIG` are two predicates, as they were to Pyke.
 - `A && B >>> C && D` becomes one ASP rule per conclusion.
 - Open world (ProofWriter): the query is True when the atom with its value is
   derivable, False when the atom with the opposite value is, else Unknown.
 - Closed world (RuleTaker CWA): an atom is false unless derivable with value
   True; a premise with value False is read as negation as failure.
 
-Errors are classified, never raised to the caller of `answer()`.
+What Logic-LM's executor (the paper's judge) accepted is accepted here too: no Predicates
+section (it only declares), rules written under `Facts:` when the program has no (or an empty)
+`Rules:` section, and negation written `!P(a, True)` or `¬P(a, True)`, read as `P(a, False)`.
+
+A program that states nothing (no facts, no rules), or whose query is about a constant that no
+fact or rule mentions, answers Unknown (closed world: the query's opposite) whatever the theory
+says; such programs are refused (`empty_program`, `unrelated_query`) instead of being credited on
+every item whose label happens to be Unknown. A query about a predicate only declared is kept:
+"Bob is blue" is Unknown when nothing mentions blue, and correct programs say so. In the open
+world, a program that derives an atom both True and False (`inconsistent_program`) is refused
+too: ProofWriter's theories are consistent, and stating both values of the query made it True.
+
+Errors are classified, never raised to the caller of `answer_or_error()`.
 """
 
 from __future__ import annotations
@@ -29,13 +42,18 @@ BAD_ATOM = "bad_atom"
 BAD_RULE = "bad_rule"
 ARITY_CLASH = "arity_clash"
 UNKNOWN_PREDICATE = "unknown_predicate"
+EMPTY_PROGRAM = "empty_program"
+UNRELATED_QUERY = "unrelated_query"
+INCONSISTENT = "inconsistent_program"
 SOLVER = "solver_error"
 
 SECTIONS = ("Predicates", "Facts", "Rules", "Query")
+REQUIRED = ("Facts", "Query")  # Logic-LM's executor needed no Predicates, and found rules under Facts
 _HEADER = re.compile(r"^\s*(Predicates|Facts|Rules|Query)\s*:\s*$")
 _ATOM = re.compile(r"^\s*([A-Za-z_][\w]*)\s*\((.*)\)\s*$", re.DOTALL)
 _VARIABLE = re.compile(r"^\$[A-Za-z_]\w*$")
 _VALUES = {"true": True, "false": False}
+_NEGATION = ("!", "¬")
 
 
 class ProgramError(ValueError):
@@ -84,9 +102,12 @@ def _sections(text: str) -> dict[str, list[str]]:
             sections.setdefault(current, [])
         elif line and current is not None:
             sections[current].append(line)
-    missing = [name for name in SECTIONS if name not in sections]
+    missing = [name for name in REQUIRED if name not in sections]
     if missing:
         raise ProgramError(MISSING_SECTION, f"missing section(s): {', '.join(missing)}")
+    if not sections.get("Rules"):  # as Logic-LM's executor did: the rules were written among the facts
+        sections["Rules"] = [line for line in sections["Facts"] if ">>>" in line]
+        sections["Facts"] = [line for line in sections["Facts"] if ">>>" not in line]
     return sections
 
 
@@ -103,7 +124,10 @@ def _check_parentheses(line: str) -> None:
 
 def _parse_atom(text: str, program: Program, declaration: bool = False) -> Atom:
     _check_parentheses(text)
-    match = _ATOM.match(text)
+    stripped, negated = text.strip(), False
+    while stripped.startswith(_NEGATION):  # !P(a, True) is P(a, False)
+        stripped, negated = stripped[1:].lstrip(), not negated
+    match = _ATOM.match(stripped)
     if not match:
         raise ProgramError(BAD_ATOM, f"not an atom: {text!r}")
     name, inner = match.group(1), match.group(2)
@@ -124,7 +148,7 @@ def _parse_atom(text: str, program: Program, declaration: bool = False) -> Atom:
     for arg in args[:-1]:
         if not _VARIABLE.match(arg) and (arg.startswith("$") or not re.fullmatch(r"[\w\-' .]+", arg)):
             raise ProgramError(BAD_ATOM, f"bad argument {arg!r} in {text!r}")
-    return Atom(name, args[:-1], value)
+    return Atom(name, args[:-1], value != negated)
 
 
 def _split_conjunction(text: str, program: Program) -> tuple[Atom, ...]:
@@ -138,14 +162,18 @@ def parse(text: str) -> Program:
     """Parse a Logic-LM program; raises ProgramError with an error class."""
     sections = _sections(text)
     program = Program()
-    for line in sections["Predicates"]:
+    for line in sections.get("Predicates", []):
         _parse_atom(line, program, declaration=True)
     for line in sections["Facts"]:
+        if ">>>" in line:
+            raise ProgramError(BAD_RULE, f"a rule under Facts, while the Rules section holds others: {line!r}")
         atom = _parse_atom(line, program)
         if any(_VARIABLE.match(arg) for arg in atom.args):
             raise ProgramError(BAD_ATOM, f"a fact cannot hold variables: {line!r}")
         program.facts.append(atom)
     for line in sections["Rules"]:
+        if ">>>" not in line:
+            raise ProgramError(BAD_RULE, f"a fact or text under Rules (a rule has a '>>>'): {line!r}")
         if line.count(">>>") != 1:
             raise ProgramError(BAD_RULE, f"a rule needs exactly one '>>>': {line!r}")
         left, right = line.split(">>>")
@@ -155,6 +183,9 @@ def parse(text: str) -> Program:
         if free:
             raise ProgramError(BAD_RULE, f"conclusion variables {sorted(free)} do not occur in the premises: {line!r}")
         program.rules.append(rule)
+    if not program.facts and not program.rules:
+        raise ProgramError(EMPTY_PROGRAM, "the program states no facts and no rules: its answer would not depend "
+                                          "on the theory")
     if not sections["Query"]:
         raise ProgramError(MISSING_SECTION, "the Query section is empty")
     known = dict(program.arities)
@@ -163,8 +194,17 @@ def parse(text: str) -> Program:
         raise ProgramError(UNKNOWN_PREDICATE, f"the query uses {query.predicate!r}, which the program never mentions")
     if any(_VARIABLE.match(arg) for arg in query.args):
         raise ProgramError(BAD_ATOM, "the query cannot hold variables")
+    stated = {arg for atom in _atoms(program) for arg in atom.args}
+    unrelated = [arg for arg in query.args if arg not in stated]
+    if unrelated:
+        raise ProgramError(UNRELATED_QUERY, f"the query is about {unrelated}, which no fact or rule mentions")
     program.query = query
     return program
+
+
+def _atoms(program: Program) -> list[Atom]:
+    """Every fact, premise and conclusion."""
+    return program.facts + [atom for rule in program.rules for atom in rule.premises + rule.conclusions]
 
 
 def _term(arg: str) -> str:
@@ -176,7 +216,7 @@ def _term(arg: str) -> str:
 def _asp_atom(atom: Atom, value: bool | None = None) -> str:
     value = atom.value if value is None else value
     args = [_term(arg) for arg in atom.args] + ["t" if value else "f"]
-    return f"p_{atom.predicate.lower()}({','.join(args)})"
+    return f"p_{atom.predicate}({','.join(args)})"
 
 
 def compile_asp(program: Program, closed_world: bool) -> str:
@@ -228,6 +268,11 @@ def answer(text: str, closed_world: bool = False) -> str:
     except RuntimeError as error:  # clingo's parse/ground errors
         raise ProgramError(SOLVER, f"clingo: {error}") from None
     query = program.query
+    if not closed_world:
+        contradicted = sorted({atom[:-3] for atom in model if atom.endswith(",t)")}
+                              & {atom[:-3] for atom in model if atom.endswith(",f)")})
+        if contradicted:
+            raise ProgramError(INCONSISTENT, f"the program derives both True and False for {contradicted[:3]}")
     holds = _asp_atom(query, True) in model
     if closed_world:
         return TRUE if holds == query.value else FALSE

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
 
 from envisions_flow.environments import math_answers as answers
 from envisions_flow.environments.base import (
@@ -18,7 +21,8 @@ from envisions_flow.environments.base import (
     chat,
     extract_fenced,
 )
-from envisions_flow.environments.sandbox import Limits, run_many
+from envisions_flow.environments.registry import sandboxed_options
+from envisions_flow.environments.sandbox import Confinement, Limits, Outcome, run_many
 
 INSTRUCTION = (
     "Solve the math problem by writing a Python function `solution()` that computes and returns "
@@ -65,10 +69,40 @@ class MathEnvironment:
     """Python executor environment for GSM8K-, SVAMP-, ASDiv-, GSM-Hard- and MATH-style data."""
 
     answer_type: str = answers.NUMERIC
+    numeric_match: str = answers.ABSOLUTE_AND_RELATIVE  # config key execution.numeric_match
     limits: Limits = field(default_factory=Limits)
     workers: int = 2
     progress: bool = False
+    confinement: Confinement = field(default_factory=Confinement)
     domain: str = "math"
+    task_kinds = ("generated",)  # data it makes itself, beside file and hub data
+    uses_sandbox = True  # its programs run in the kernel-confined sandbox (execution.sandbox)
+
+    @classmethod
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+                    progress: bool) -> "MathEnvironment":
+        return cls(answer_type=dataset.get("answer_type", answers.NUMERIC),
+                   numeric_match=str(execution.get("numeric_match", answers.ABSOLUTE_AND_RELATIVE)),
+                   **sandboxed_options(domain, execution, progress), **options)
+
+    @staticmethod
+    def holds_answer(spec: Mapping[str, Any]) -> tuple[Callable[[str], bool], str]:
+        """Which gold answers the judge can credit, and what those are: one number for a numeric data set
+        (ASDiv's "Yes", "3:30 p.m." or "5 (years old); 15 (years old)" is none), any text for a symbolic one."""
+        if spec.get("answer_type", answers.NUMERIC) == answers.NUMERIC:
+            def one_number(gold: str) -> bool:
+                number = answers.parse_number(gold)
+                return number is not None and math.isfinite(number)
+
+            return one_number, "one number"
+        return (lambda gold: gold.strip() != ""), "a non-empty text"
+
+    @staticmethod
+    def load_tasks(spec: dict[str, Any], key: str) -> pd.DataFrame:
+        """`kind: generated`: seeded grade-school word problems (the demo's data)."""
+        from envisions_flow.datasets.word_problems import generate_word_problems
+
+        return generate_word_problems(spec, key)
 
     def explore_prompt(self, task: Task, few_shot: bool) -> Messages:
         examples = [(_question_turn(q), self.render_solution(p)) for q, p in FEW_SHOT] if few_shot else []
@@ -94,19 +128,32 @@ class MathEnvironment:
         runnable = [i for i, program in enumerate(programs) if program.strip()]
         outcomes = dict(
             zip(runnable, run_many([(programs[i], "solution()") for i in runnable], self.limits, self.workers,
-                                   progress=self.progress))
+                                   progress=self.progress, confinement=self.confinement))
         )
-        results: list[Execution] = []
+        symbolic = self.answer_type == answers.SYMBOLIC
+        judge = answers.symbolic_verdict if symbolic else answers.numeric_verdict
+        results: dict[int, Execution] = {}
+        for_math_verify: list[int] = []
         for index, task in enumerate(tasks):
             outcome = outcomes.get(index)
             if outcome is None:
-                results.append(Execution(0, None, NO_PROGRAM, 0.0))
+                results[index] = Execution(0, None, NO_PROGRAM, 0.0)
             elif outcome.error_class:
-                results.append(Execution(0, None, outcome.error_class, outcome.duration_s))
+                results[index] = Execution(0, None, outcome.error_class, outcome.duration_s)
             elif outcome.value is None:
-                results.append(Execution(0, None, NO_ANSWER, outcome.duration_s))
-            elif answers.is_correct(outcome.value, task.answer, self.answer_type):
-                results.append(Execution(1, outcome.value, CORRECT, outcome.duration_s))
+                results[index] = Execution(0, None, NO_ANSWER, outcome.duration_s)
+            elif symbolic and answers.needs_math_verify(outcome.value, outcome.kind, task.answer):
+                for_math_verify.append(index)
             else:
-                results.append(Execution(0, outcome.value, WRONG_ANSWER, outcome.duration_s))
-        return results
+                correct = judge(outcome.value, outcome.kind, task.answer, self.numeric_match)
+                results[index] = _verdict(outcome, CORRECT if correct else WRONG_ANSWER)
+        verdicts = answers.math_verify_verdicts([(outcomes[i].value, tasks[i].answer) for i in for_math_verify],
+                                                self.limits.memory_mb, self.workers, self.confinement)
+        for index, error_class in zip(for_math_verify, verdicts):
+            results[index] = _verdict(outcomes[index], error_class)
+        return [results[i] for i in range(len(tasks))]
+
+
+def _verdict(outcome: Outcome, error_class: str) -> Execution:
+    """b = 1 exactly when the judge found no fault; the value is kept either way."""
+    return Execution(int(error_class == CORRECT), outcome.value, error_class, outcome.duration_s)

@@ -8,17 +8,21 @@ task's HTML (the `#wrap` subtree and any visible pop-up such as the date picker,
 observation is produced once, when the data set is prepared (`observe`, called by
 `datasets.load_tasks` for `kind: miniwob`), by opening the episode in the browser; the
 prompts are then plain functions of the Task, like in every other domain. This works
-because an episode is a pure function of (task, seed): each one is opened on a freshly
-loaded page, `Math.seedrandom(seed)` then `core.startEpisodeReal()` (MiniWob's own JS
-API) generate the same problem, and `core.getDOMInfo()` hands out the same refs, so the
-xpaths a program writes against the observation resolve at execution time.
+because an episode is a pure function of (task, seed): it is opened on a freshly loaded page
+(or on one restarted in place from the same clean state, `web_page`), `Math.seedrandom(seed)`
+then `core.startEpisodeReal()` (MiniWob's own JS API) generate the same problem, and
+`core.getDOMInfo()` hands out the same refs, so the xpaths a program writes against the
+observation resolve at execution time.
 
-Execution. A program is interpreted by `web_programs.parse_program` (never run as Python)
-into a bounded list of actions, which Playwright replays with real mouse and keyboard
-input on one page per worker of a single browser. The verdict is MiniWob's own:
-`WOB_DONE_GLOBAL`, the time-decayed `WOB_REWARD_GLOBAL` (b = 1 when it is at least
-`reward_threshold`) and `WOB_RAW_REWARD_GLOBAL` (carried in `Execution.value`, so raw
-success can be reported too).
+Execution. A program is interpreted by `web_programs.parse_program` (never run as Python, under
+a size, text and CPU budget) into a bounded list of actions, which `web_page` performs with
+real mouse and keyboard input on one page per worker of a single browser: clicks act on every
+element an xpath matches (Synapse's API), wait for it, and press where it is not covered. The
+verdict is MiniWob's own: `WOB_DONE_GLOBAL`, the time-decayed `WOB_REWARD_GLOBAL` and
+`WOB_RAW_REWARD_GLOBAL` (carried in `Execution.value`, so raw success can be reported too);
+b = 1 when the raw reward is full (the task solved: MiniWob's checkbox tasks give a wrong
+answer partial credit) and the time-decayed reward is at least `reward_threshold`. So a verdict
+depends on the task, the seed and the program alone (and, through the time decay, on speed).
 
 Turns. By default one program is the whole answer (`max_turns` = 1, the paper's
 program-writing setting). With `max_turns` > 1 the stages that generate (explore, refine,
@@ -31,12 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from envisions_flow.environments.base import (
     CORRECT,
@@ -49,25 +51,25 @@ from envisions_flow.environments.base import (
     extract_fenced,
 )
 from envisions_flow.environments.sandbox import Limits
+from envisions_flow.environments.web_page import (  # the browser's error classes, re-exported from here
+    CLEAR_CLIPBOARD_JS,
+    NAVIGATED,
+    NOT_DONE,
+    STATE_JS,
+    TOO_SLOW,
+    Failed,
+    Hand,
+    Performer,
+    classify,
+    start,
+)
+from envisions_flow.environments.web_pool import run_on_pages
 from envisions_flow.environments.web_programs import Action, ProgramError, action_source, parse_program
-
-log = logging.getLogger(__name__)
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline-safe flags: no sandbox (we run as root in containers), no GPU, no background traffic.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"]
-VIEWPORT = {"width": 500, "height": 320}  # MiniWob's window (miniwob.constants.WINDOW_*)
-
-# Error classes of the browser side (the interpreter's are in web_programs).
-NOT_DONE = "not_done"          # the program ended before the episode did
-TOO_SLOW = "too_slow"          # solved, but the time-decayed reward fell below the threshold
-BAD_XPATH = "bad_xpath"
-NO_ELEMENT = "no_element"      # the xpath matches nothing visible (or nothing that can be acted on)
-TIMEOUT = "timeout"
-NAVIGATED = "navigated_away"
-PAGE_CRASH = "page_crash"
-BROWSER_CRASH = "browser_crash"
 
 
 def miniwob_html_dir() -> Path:
@@ -89,13 +91,19 @@ def parse_episode_id(task_id: str) -> tuple[str, int]:
     return name, int(seed)
 
 
+# The agent API (Synapse's, which the paper's agents were written against) and what the interpreter accepts.
+_API = (
+    "agent.click_xpath(xpath) (clicks every visible element the xpath matches, in page order), agent.type(text) "
+    "(into the focused element), agent.press(key) (enter, space, tab, backspace, arrowup, arrowdown, arrowleft, "
+    "arrowright, home, end, command+a, command+c, command+v), agent.click_option(xpath) (selects the first "
+    "matching <option> of a <select>) and agent.movemouse(xpath) (moves the mouse over the matches). Visible "
+    "elements carry a data-wob_ref attribute you can use in xpaths."
+)
 INSTRUCTION = (
     "Complete the web task by writing a short Python program that controls the browser through `agent`: "
-    "agent.click_xpath(xpath), agent.type(text) (into the focused element), agent.press(key) (enter, space, "
-    "tab, backspace, arrowup, arrowdown, arrowleft, arrowright, command+a, command+c, command+v), "
-    "agent.click_option(xpath) (an <option> of a <select>) and agent.movemouse(xpath). Visible elements carry "
-    "a data-wob_ref attribute you can use in xpaths. Only agent calls, assignments, string and number "
-    "expressions and `for _ in range(n)` loops are allowed. Reply with one ```python code block."
+    + _API + " Besides agent calls, only assignments, arithmetic, string and f-string expressions, comparisons, "
+    "`if`/`elif`/`else`, conditional expressions, `for` loops over range(n) or a list, and str(), int(), float(), "
+    "len(), abs(), min(), max(), round() are allowed. Reply with one ```python code block."
 )
 
 # One worked example for the cold-start prompt: enter-text, seed 7, as `observe` renders it.
@@ -120,10 +128,8 @@ REFINE_TEMPLATE = (
 # Step mode (agents.py, the IPR and synthetic-mixture runs): one agent call per step, the page after each.
 STEP_INSTRUCTION = (
     "Complete the web task one action at a time. Reply with 'Thought: <reasoning>' and then 'Action: <one call>', "
-    "where the call is one of agent.click_xpath(xpath), agent.type(text) (into the focused element), "
-    "agent.press(key) (enter, space, tab, backspace, arrowup, arrowdown, arrowleft, arrowright, command+a, "
-    "command+c, command+v), agent.click_option(xpath) (an <option> of a <select>) or agent.movemouse(xpath). "
-    "Visible elements carry a data-wob_ref attribute you can use in xpaths. After each action you see the page."
+    "where the call is one of " + _API.replace(" and agent.movemouse", " or agent.movemouse")
+    + " After each action you see the page."
 )
 
 # The step-mode worked episode (few-shot): ONE_SHOT's task in three steps, with the pages it shows.
@@ -137,23 +143,6 @@ STEP_EXAMPLE_STEPS = (
 
 NEXT_TURN = ("The program ran and the task is not finished yet. The page now shows:\n{observation}\n\n"
              "Write the next program, continuing from this page. Reply with one ```python code block.")
-
-# End any open episode (so refs restart cleanly, as MiniWob's own reset does), seed the task's RNG,
-# start the episode and hand out refs; the token marks this document and episode.
-_START_JS = """async ([seed, token]) => {
-  core.endEpisode(0);
-  Math.seedrandom(seed);
-  core.startEpisodeReal();
-  for (let i = 0; !WOB_TASK_READY; i++) {
-    if (i > 200) throw new Error('envisions: the task did not become ready');
-    await new Promise(resolve => setTimeout(resolve, 10));
-  }
-  core.getDOMInfo();
-  window.__envisions_token = token;
-}"""
-
-_STATE_JS = """(token) => window.__envisions_token !== token ? null :
-  {done: WOB_DONE_GLOBAL, reward: WOB_REWARD_GLOBAL, raw: WOB_RAW_REWARD_GLOBAL}"""
 
 # Utterance + HTML of #wrap and visible pop-ups, with live form values written out as attributes.
 _OBSERVE_JS = """() => {
@@ -188,37 +177,6 @@ _OBSERVE_JS = """() => {
   return 'Instruction: ' + core.getUtterance() + '\\nHTML: ' + parts.join('\\n');
 }"""
 
-# Resolve an xpath in the page (not Playwright's injected engine: a locator costs ~40 ms per action):
-# wait until the element is visible and no jQuery animation runs, then return its centre, or
-# select it when it is an <option> (click_option). Errors come back as error classes.
-_TARGET_JS = """async ([xpath, timeoutMs, option]) => {
-  let node;
-  try {
-    node = document.evaluate(xpath, document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;
-  } catch (error) {
-    return {error: 'bad_xpath', message: String(error).slice(0, 200)};
-  }
-  if (node && !(node instanceof Element)) node = node.parentElement;
-  if (!node) return {error: 'no_element', message: 'no element matches ' + xpath.slice(0, 200)};
-  if (option) {
-    if (!(node instanceof HTMLOptionElement) || !node.parentElement) return {error: 'no_element', message: 'not an <option>'};
-    const select = node.closest('select');
-    if (select.multiple) node.selected = true; else select.value = node.value;
-    for (const type of ['input', 'change']) select.dispatchEvent(new Event(type, {bubbles: true}));
-    return {};
-  }
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (node.scrollIntoViewIfNeeded) node.scrollIntoViewIfNeeded(); else node.scrollIntoView();
-    const box = node.getBoundingClientRect();
-    const visible = box.width > 0 && box.height > 0 && getComputedStyle(node).visibility !== 'hidden';
-    const animating = window.jQuery && window.jQuery(':animated').length > 0;
-    if (visible && !animating) return {x: box.left + box.width / 2, y: box.top + box.height / 2};
-    if (Date.now() > deadline) return {error: 'no_element', message: 'the element is not visible'};
-    await new Promise(resolve => setTimeout(resolve, 20));
-  }
-}"""
-
 _CLIPBOARD_KEYS = {"ControlOrMeta+c", "ControlOrMeta+x", "ControlOrMeta+v"}
 
 R = TypeVar("R")
@@ -237,14 +195,6 @@ class Episode:
     duration_s: float
 
 
-class _Failed(Exception):
-    """An episode that ended with an error class (the page may still be usable)."""
-
-    def __init__(self, error_class: str, message: str = ""):
-        super().__init__(message or error_class)
-        self.error_class = error_class
-
-
 @dataclass
 class WebEnvironment:
     """MiniWob++ tasks in headless Chromium, one page per worker, judged by MiniWob's reward."""
@@ -256,13 +206,56 @@ class WebEnvironment:
     max_actions: int = 50
     max_turns: int = 1
     browser_relaunches: int = 3  # per call: a browser that dies is started again this many times
-    action_timeout_s: float = 1.0
+    action_timeout_s: float = 1.0  # how long an action waits for its element to be there
+    hand: Hand = field(default_factory=Hand)
     html_dir: Path | None = None
     chromium: str = CHROMIUM
     domain: str = "web"
     step_instruction: str = STEP_INSTRUCTION
     # one browser clipboard for all pages: a copy ... paste program holds it for its whole run
     _clipboard: asyncio.Lock | None = field(default=None, init=False, repr=False)
+    task_kinds = ("miniwob",)  # data it makes itself (episodes rendered in the browser), beside file and hub data
+    fresh_seeds_kinds = ("miniwob",)  # with fresh_seeds, iteration i explores the i-th block of new episodes
+    averaged_metrics = ("raw_success",)  # eval.json's average_raw_success beside the average accuracy
+
+    # ---- configuration, data and metrics (environments/registry.py) -------------------------
+
+    @classmethod
+    def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
+                    progress: bool) -> "WebEnvironment":
+        from envisions_flow.environments.registry import execution_options
+
+        return cls(reward_threshold=float(execution.get("reward_threshold", 0.8)),
+                   max_actions=int(execution.get("max_actions", 50)), max_turns=int(execution.get("max_turns", 1)),
+                   browser_relaunches=int(execution.get("browser_relaunches", 3)),
+                   **execution_options(execution, progress), **options)
+
+    @staticmethod
+    def load_tasks(spec: dict[str, Any], key: str) -> Any:
+        """`kind: miniwob`: episodes, each rendered once in the browser into its observation."""
+        from envisions_flow.datasets.miniwob import miniwob_tasks
+
+        return miniwob_tasks(spec, key)
+
+    @staticmethod
+    def check_tasks(spec: dict[str, Any], key: str, role: str) -> None:
+        """Train and test episodes are disjoint because their seeds lie in the two splits' ranges."""
+        from envisions_flow.datasets.loaders import DataError
+        from envisions_flow.datasets.miniwob import miniwob_episodes
+
+        miniwob_episodes(spec, key)
+        wanted = "train" if role == "train" else "test"
+        if spec.get("split", "train") != wanted:
+            raise DataError(f"{key}.split: a miniwob {role} set takes split: {wanted} (its seeds would share the "
+                            f"{'test' if wanted == 'train' else 'train'} range)")
+
+    def exploration_unit(self, task_id: str) -> str:
+        """What EA/STB count as one input: every iteration explores fresh episodes (new seeds), so the unit
+        that can be solved again is the MiniWob task."""
+        return parse_episode_id(task_id)[0]
+
+    def testset_metrics(self, tasks: Sequence[Task], results: Sequence[Execution]) -> dict[str, Any]:
+        return web_success(tasks, results)
 
     # ---- prompts and programs ---------------------------------------------------------------
 
@@ -341,7 +334,7 @@ class WebEnvironment:
             return await page.evaluate(_OBSERVE_JS)
 
         results = asyncio.run(self._pool(list(episodes), one, "observing"))
-        failed = [(episode, result) for episode, result in zip(episodes, results) if isinstance(result, _Failed)]
+        failed = [(episode, result) for episode, result in zip(episodes, results) if isinstance(result, Failed)]
         if failed:
             (name, seed), error = failed[0]
             raise RuntimeError(f"could not open {len(failed)} MiniWob episode(s), e.g. {name} seed {seed}: "
@@ -367,7 +360,7 @@ class WebEnvironment:
         results = asyncio.run(self._pool(jobs, one, "executing")) if jobs else []
         for (index, *_), result in zip(jobs, results):
             episodes[index] = (Episode(False, None, None, result.error_class, "", result.duration_s)
-                               if isinstance(result, _Failed) else result)
+                               if isinstance(result, Failed) else result)
         return episodes  # type: ignore[return-value]
 
     def execute(self, tasks: Sequence[Task], programs: Sequence[str]) -> list[Execution]:
@@ -385,21 +378,13 @@ class WebEnvironment:
         return path.as_uri()
 
     async def _start(self, page: Any, name: str, seed: int, expected: str = "") -> str:
-        """Open the episode: in place when the page already shows this task and the restarted
-        episode renders exactly `expected` (the observation the policy saw), else on a fresh load.
+        """Open the episode from a clean state (web_page.start): in place when that is safe and the
+        restarted page renders exactly `expected` (the observation the policy saw), else on a fresh load.
 
         A fresh load is the definition of the episode (what `observe` shows); reusing the page
-        saves the ~100 ms of CPU a load costs, and the check makes leftovers of earlier
-        episodes (an open pop-up, a typed value) send the episode to a fresh page instead.
+        saves the ~50 ms a load costs.
         """
-        url, token = self._url(name), secrets.token_hex(8)
-        if expected and page.url.split("#")[0] == url:
-            await page.evaluate(_START_JS, [seed, token])
-            if await page.evaluate(_OBSERVE_JS) == expected:
-                return token
-        await page.goto(url)
-        await page.evaluate(_START_JS, [seed, token])
-        return token
+        return await start(page, self._url(name), seed, expected, _OBSERVE_JS)
 
     async def _episode(self, page: Any, name: str, seed: int, actions: list[Action], observe_after: bool,
                        expected: str) -> Episode:
@@ -408,185 +393,72 @@ class WebEnvironment:
         error_class = ""
         uses_clipboard = any(action.kind == "press" and action.arg in _CLIPBOARD_KEYS for action in actions)
         async with self._clipboard if uses_clipboard and self._clipboard else contextlib.nullcontext():
+            if uses_clipboard:
+                await page.evaluate(CLEAR_CLIPBOARD_JS)  # nothing an earlier episode copied is there to paste
+            performer = Performer(page, self.hand, self.action_timeout_s, self.max_actions,
+                                  lambda: self._over(page, token))
             for action in actions:
                 try:
-                    await self._act(page, action)
-                except _Failed as failure:
+                    await performer.perform(action)
+                except Failed as failure:
                     error_class = failure.error_class
                     break
-                state = await self._state(page, token)
-                if state["done"]:
+                except Exception as error:  # noqa: BLE001 - Playwright's errors, classified below
+                    raise classify(error) from None
+                if await self._over(page, token):
                     break
         state = await self._state(page, token)
         reward, raw = float(state["reward"] or 0), float(state["raw"] or 0)
         if not error_class:
             if not state["done"]:
                 error_class = NOT_DONE
-            elif reward >= self.reward_threshold:
-                error_class = CORRECT
+            elif raw < 1:  # not solved; MiniWob's checkbox tasks give a wrong answer partial credit
+                error_class = WRONG_ANSWER
             else:
-                error_class = TOO_SLOW if raw >= 1 else WRONG_ANSWER
+                error_class = CORRECT if reward >= self.reward_threshold else TOO_SLOW
         observation = await page.evaluate(_OBSERVE_JS) if observe_after and not state["done"] else ""
         return Episode(bool(state["done"]), reward, raw, error_class, observation, time.monotonic() - started)
 
+    async def _over(self, page: Any, token: str) -> bool:
+        return bool((await self._state(page, token))["done"])
+
     async def _state(self, page: Any, token: str) -> dict[str, Any]:
         try:
-            state = await page.evaluate(_STATE_JS, token)
+            state = await page.evaluate(STATE_JS, token)
         except Exception as error:  # noqa: BLE001 - the document went away under us
-            raise _classify(error) from None
+            raise classify(error) from None
         if state is None:
-            raise _Failed(NAVIGATED, "the page left the task")
+            raise Failed(NAVIGATED, "the page left the task")
         return state
-
-    async def _act(self, page: Any, action: Action) -> None:
-        """One action with real mouse and keyboard input; a missing or hidden target fails the episode."""
-        try:
-            if action.kind == "type":
-                await page.keyboard.type(action.arg)
-            elif action.kind == "press":
-                await page.keyboard.press(action.arg)
-            else:
-                target = await page.evaluate(_TARGET_JS, [action.arg, self.action_timeout_s * 1000,
-                                                          action.kind == "click_option"])
-                if "error" in target:
-                    raise _Failed(target["error"], target["message"])
-                if action.kind == "click_xpath":
-                    await page.mouse.click(target["x"], target["y"])
-                elif action.kind == "movemouse":
-                    await page.mouse.move(target["x"], target["y"])
-        except _Failed:
-            raise
-        except Exception as error:  # noqa: BLE001 - Playwright's errors, classified below
-            raise _classify(error) from None
 
     # ---- the pool of pages ------------------------------------------------------------------
 
-    async def _pool(self, jobs: list[J], one: Callable[[Any, J], Awaitable[R]], desc: str) -> list[R | _Failed]:
-        """`one(page, job)` for every job on `workers` pages of one browser, each under the episode timeout.
-
-        A page that times out, crashes or errors is closed and replaced; its job counts as failed.
-        A browser that dies fails the episodes it was running (`browser_crash`) and is started
-        again, up to `browser_relaunches` times per call; after that the remaining jobs fail and
-        the call returns. Every browser is closed on every way out (KeyboardInterrupt cancels
-        this coroutine).
-        """
-        from playwright.async_api import async_playwright
-        from tqdm import tqdm
-
-        if not Path(self.chromium).exists():
-            raise RuntimeError(f"no Chromium at {self.chromium}: `apt-get install -y chromium` (or `make setup`)")
+    async def _pool(self, jobs: list[J], one: Callable[[Any, J], Awaitable[R]], desc: str) -> list[R | Failed]:
+        """`one(page, job)` for every job on `workers` pages of one browser (web_pool.run_on_pages)."""
         self._clipboard = asyncio.Lock()
-        results: list[R | _Failed | None] = [None] * len(jobs)
-        pending = list(range(len(jobs)))[::-1]
         flags = CHROMIUM_FLAGS + [f"--js-flags=--max-old-space-size={self.limits.memory_mb}"]
-        async with async_playwright() as playwright:
-            browsers = _Browsers(lambda: playwright.chromium.launch(executable_path=self.chromium, args=flags),
-                                 self.browser_relaunches)
-            try:
-                await browsers.start()
-            except Exception as error:  # noqa: BLE001 - nothing ran yet: a broken set-up, not a program's fault
-                raise RuntimeError(f"cannot start Chromium ({self.chromium}): {str(error).splitlines()[0]}") from None
-            try:
-                with tqdm(total=len(jobs), desc=desc, unit="episode", disable=not self.progress) as bar:
-                    workers = [self._worker(browsers, jobs, pending, results, one, bar)
-                               for _ in range(max(1, min(self.workers, len(jobs))))]
-                    await asyncio.gather(*workers)
-            finally:
-                await browsers.close()
-        return results  # type: ignore[return-value]
-
-    async def _worker(self, browsers: "_Browsers", jobs: list[J], pending: list[int], results: list,
-                      one: Callable, bar: Any) -> None:
-        slot: list[Any] = []  # [browser, context, page] while this worker holds a usable page
-
-        async def attempt(job: J) -> Any:
-            if not slot:
-                browser = browsers.current
-                context = await browser.new_context(viewport=VIEWPORT)
-                slot.extend([browser, context])
-                page = await context.new_page()
-                context.on("page", _close_popup)  # pop-ups a program opens are closed at once
-                slot.append(page)
-            return await one(slot[2], job)
-
-        try:
-            while pending:
-                index = pending.pop()
-                started = time.monotonic()
-                browser = slot[0] if slot else browsers.current
-                try:
-                    if not browser.is_connected():
-                        raise _Failed(BROWSER_CRASH, "the browser is gone")
-                    # page creation counts too: it never returns if the browser dies under it
-                    results[index] = await asyncio.wait_for(attempt(jobs[index]), self.limits.timeout_s)
-                except Exception as error:  # noqa: BLE001 - each becomes an error class
-                    failure = error if isinstance(error, _Failed) else (
-                        _Failed(TIMEOUT, "episode timed out") if isinstance(error, TimeoutError) else _classify(error))
-                    if not browser.is_connected():
-                        failure = _Failed(BROWSER_CRASH, "the browser is gone")
-                    failure.duration_s = time.monotonic() - started  # type: ignore[attr-defined]
-                    results[index] = failure
-                    # a page that hung, crashed or left the task (a navigation may still be in flight)
-                    # is replaced; one that only missed an element or an xpath is fine as it is
-                    if failure.error_class in {TIMEOUT, PAGE_CRASH, BROWSER_CRASH, NAVIGATED} or len(slot) < 3:
-                        if slot:
-                            await _close_quietly(slot[1])
-                        slot.clear()
-                    if failure.error_class == BROWSER_CRASH:
-                        await browsers.replace(browser)
-                bar.update(1)
-        finally:
-            if slot:
-                await _close_quietly(slot[1])
+        return await run_on_pages(jobs, one, desc=desc, chromium=self.chromium, flags=flags, workers=self.workers,
+                                  timeout_s=self.limits.timeout_s, relaunches=self.browser_relaunches,
+                                  progress=self.progress)
 
 
-class _Browsers:
-    """The browser the workers share, started again (a bounded number of times) when it dies."""
-
-    def __init__(self, launch: Callable[[], Awaitable[Any]], relaunches: int):
-        self._launch, self._relaunches_left = launch, relaunches
-        self._lock = asyncio.Lock()
-        self.all: list[Any] = []
-
-    @property
-    def current(self) -> Any:
-        return self.all[-1]
-
-    async def start(self) -> None:
-        self.all.append(await self._launch())
-
-    async def replace(self, dead: Any) -> None:
-        """A new browser in place of `dead`, unless another worker already replaced it or none are left."""
-        async with self._lock:
-            if dead is not self.current or self.current.is_connected() or self._relaunches_left <= 0:
-                return
-            self._relaunches_left -= 1
-            await _close_quietly(dead)
-            try:
-                await self.start()
-            except Exception as error:  # noqa: BLE001 - the remaining jobs fail with browser_crash
-                log.warning("could not start Chromium again: %s", str(error).splitlines()[0])
-                self._relaunches_left = 0
-            else:
-                log.warning("Chromium died; started a new one (%d restart(s) left)", self._relaunches_left)
-
-    async def close(self) -> None:
-        for browser in self.all:
-            await _close_quietly(browser, timeout_s=10)
+def _raw_success(result: Execution) -> int:
+    """MiniWob's raw reward (Execution.value) above 0: solved, however slowly (b also needs the time-decayed
+    reward to reach the threshold)."""
+    return int(result.value is not None and float(result.value) > 0)
 
 
-def _classify(error: BaseException) -> _Failed:
-    """An error class for what Playwright raised on a page: it left the task, or it (or the browser) died."""
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    if "context was destroyed" in message or "navigat" in message.lower() or "detached" in message:
-        return _Failed(NAVIGATED, message)
-    return _Failed(PAGE_CRASH, message)
-
-
-def _close_popup(popup: Any) -> None:
-    asyncio.ensure_future(_close_quietly(popup))
-
-
-async def _close_quietly(target: Any, timeout_s: float = 5) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(target.close(), timeout_s)
+def web_success(tasks: Sequence[Task], results: Sequence[Execution]) -> dict[str, Any]:
+    """Raw success over the test set, and success per MiniWob task (paper Table 11; Task.answer = task name)."""
+    per_task: dict[str, dict[str, Any]] = {}
+    for task, result in zip(tasks, results):
+        entry = per_task.setdefault(task.answer, {"n": 0, "correct": 0, "raw_correct": 0})
+        entry["n"] += 1
+        entry["correct"] += result.b
+        entry["raw_correct"] += _raw_success(result)
+    for entry in per_task.values():
+        entry["success"] = entry["correct"] / entry["n"]
+        entry["raw_success"] = entry["raw_correct"] / entry["n"]
+    return {"raw_success": sum(_raw_success(result) for result in results) / len(results),
+            "task_average": sum(entry["success"] for entry in per_task.values()) / len(per_task),
+            "per_task": dict(sorted(per_task.items()))}

@@ -39,6 +39,8 @@ class TransformersBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
+        self.cache_keyword = cache_keyword(self.model)
         use_shared_prompt_attention(self.model)
         if self.device == "cpu":
             reuse_freed_memory()
@@ -101,7 +103,7 @@ class TransformersBackend:
 
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         positions = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        eos = self.tokenizer.eos_token_id
+        eos = self.stop_ids
         prompt_cache = DynamicCache(config=self.model.config)
         for layer in prompt_cache.layers:
             window = getattr(layer, "sliding_window", None)
@@ -113,7 +115,7 @@ class TransformersBackend:
                     "generation.backend: vllm")
         with torch.inference_mode():
             logits = self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
-                                position_ids=positions, past_key_values=prompt_cache, use_cache=True,
+                                position_ids=positions, **{self.cache_keyword: prompt_cache}, use_cache=True,
                                 logits_to_keep=1).logits[:, -1].repeat_interleave(n, dim=0)
             shared = SharedPrompts(prompt_cache, encoded["attention_mask"], n)
             cache = preallocated_cache(self.model.config, max_new_tokens)  # the generated tokens' keys and values
@@ -130,8 +132,8 @@ class TransformersBackend:
                     if not finished[position]:
                         tokens[row].append(token)
                         logprob_sums[row] += logprob
-                        finished[position] = token == eos
-                        ended += token == eos
+                        finished[position] = token in eos
+                        ended += token in eos
                 last = all(finished) or step == max_new_tokens - 1
                 bar.update(ended + (finished.count(False) if last else 0))  # at the last step, rows cut short
                 if last:
@@ -147,13 +149,31 @@ class TransformersBackend:
                     chosen, next_position = chosen[index], next_position[index]
                 shared.layers_attended = 0
                 logits = self.model(input_ids=chosen[:, None], position_ids=next_position[:, None],
-                                    past_key_values=cache, use_cache=True, shared_prompts=shared).logits[:, -1]
+                                    **{self.cache_keyword: cache}, use_cache=True, shared_prompts=shared).logits[:, -1]
                 if shared.layers_attended != len(shared.keys):
                     raise RuntimeError(f"{type(self.model).__name__} does not take its attention from transformers' "
                                        "AttentionInterface, which sampling with shared prompts needs")
                 next_position = next_position + 1
         return [Generation(self.tokenizer.decode(ids, skip_special_tokens=True), tuple(ids), total)
                 for ids, total in zip(tokens, logprob_sums)]
+
+
+def stop_token_ids(tokenizer, generation_config) -> frozenset[int]:
+    """The tokens a sequence ends on: the tokenizer's EOS and every `eos_token_id` of the generation config.
+
+    vLLM stops on the same set (chat models such as LLaMA-3 end their turns on a token other than
+    the tokenizer's EOS, listed in generation_config.json), so both backends end a sequence alike.
+    """
+    configured = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    ids = configured if isinstance(configured, (list, tuple)) else [configured]
+    return frozenset(int(i) for i in [tokenizer.eos_token_id, *ids] if i is not None)
+
+
+def cache_keyword(model) -> str:
+    """The name the model's forward takes its KV cache by: `cache` from transformers 5.24 on, `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def reuse_freed_memory() -> None:

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from envisions_flow.environments.base import Messages
 from envisions_flow.generation.base import BackendUnavailableError, Generation, render_chat
+from envisions_flow.workflow.memory_model import ModelShape, tensor_parallel_size as choose_tensor_parallel_size
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,16 @@ class VLLMBackend:
     (`logprobs_mode="raw_logprobs"`, before temperature or top-k/top-p). vLLM versions without that
     engine argument return the distribution after their processors; at temperature 1 without
     truncation, which is how this backend samples, that is the same distribution.
+
+    Tensor parallelism is the user's value, checked, or the largest number of the job's GPUs that
+    divides the model's attention heads. `engines` is how many vLLM engines this process starts
+    (IPR's scorer beside the policy): each takes that share of `gpu_memory_utilization`, so the
+    shares add up instead of each engine asking for 90% of every GPU.
     """
 
     def __init__(self, model_path: str | Path, batch_size: int = 32, dtype: str = "auto", progress: bool = True,
                  tensor_parallel_size: int | None = None, gpu_memory_utilization: float | None = None,
-                 max_model_len: int | None = None) -> None:
+                 max_model_len: int | None = None, engines: int = 1) -> None:
         # batch_size is accepted for the common interface only: vLLM schedules its own batches
         try:
             import vllm
@@ -51,11 +57,12 @@ class VLLMBackend:
 
         self.vllm = vllm
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        shape = ModelShape.from_dir(model_path)
         engine: dict[str, Any] = {
             "model": str(model_path), "tokenizer": str(model_path), "dtype": dtype, "seed": 0,
             "enable_prefix_caching": True,
-            "tensor_parallel_size": int(tensor_parallel_size or cuda_visible_device_count()),
-            "gpu_memory_utilization": float(gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION),
+            "tensor_parallel_size": choose_tensor_parallel_size(shape, cuda_visible_device_count(), tensor_parallel_size),
+            "gpu_memory_utilization": float(gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION) / engines,
         }
         if max_model_len:
             engine["max_model_len"] = int(max_model_len)

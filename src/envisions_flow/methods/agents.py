@@ -6,7 +6,7 @@ instruction and `replay`, which runs a history of actions in a fresh episode of 
 reports what follows the last one. Being stateless is what makes IPR's Monte Carlo step
 reward possible (restart from the expert's prefix e_{t-1}, same task, same seed) and keeps
 rollouts batchable: every depth is one policy call and one environment call for all live
-episodes. `docs/text-environments.md` walks through plugging in a new environment.
+episodes. `docs/environments.md` walks through plugging in a new environment.
 
 The conversation a policy sees (and is trained on) is
 

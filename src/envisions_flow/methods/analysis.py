@@ -45,7 +45,9 @@ def correct_unique(pool: pd.DataFrame) -> int:
 def log_prob_margins(model_dir: str | Path, pairs: pd.DataFrame, environment: Environment) -> pd.DataFrame:
     """Mean per-token log-prob of a⁺ and of a⁻ given the zero-shot prompt for x, under `model_dir`.
 
-    Per-token means (the self-reward's scale) keep long and short programs comparable.
+    Per-token means (the self-reward's scale) keep long and short programs comparable. On a GPU
+    the model runs in bf16 (as it samples), loaded straight onto the device; on a CPU in fp32.
+    The log-softmax is taken in fp32 either way.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,7 +59,9 @@ def log_prob_margins(model_dir: str | Path, pairs: pd.DataFrame, environment: En
     if pairs.empty:
         return pd.DataFrame(columns=columns)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    on_gpu = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if on_gpu else torch.float32,
+                                                 device_map="cuda" if on_gpu else None).eval()
 
     def mean_logprob(prompt: str, program: str) -> float:
         ids = tokenizer(environment.render_solution(program) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]

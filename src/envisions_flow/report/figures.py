@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from envisions_flow.report.catalogue import FIGURES, REINFORCED, Entries
+from envisions_flow.report.catalogue import REINFORCED, REPORT_ITEMS, Entries
 from envisions_flow.report.intervals import replicate_interval
 from envisions_flow.workflow import artifacts as art
 
@@ -126,7 +126,7 @@ def figure(name: str, entries: Entries, png: str | Path, svg: str | Path) -> Non
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
         elif name not in ("fig_unique",):
             ax.legend(fontsize=7)
-    fig.suptitle(FIGURES[name], fontsize=10)
+    fig.suptitle(REPORT_ITEMS[name].title, fontsize=10)
     fig.tight_layout()
     for path in (png, svg):
         fig.savefig(path, dpi=150 if str(path).endswith(".png") else None)

@@ -13,6 +13,7 @@ beside the run's own (`report/paper_numbers.yaml`, transcribed from arXiv 2406.1
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
@@ -21,7 +22,7 @@ from envisions_flow.report import intervals
 from envisions_flow.report.accuracy import Estimate, RunAccuracy, average_of, load_runs, paired_difference
 from envisions_flow.report.catalogue import (
     MISSING,
-    TABLES,
+    REPORT_ITEMS,
     Entries,
     paper_note,
     paper_numbers,
@@ -77,7 +78,7 @@ class Table:
 
     @property
     def title(self) -> str:
-        return TABLES.get(self.name, self.name)
+        return REPORT_ITEMS[self.name].title if self.name in REPORT_ITEMS else self.name
 
     def markdown(self) -> str:
         body = self.frame.to_markdown(index=False, stralign="right", disable_numparse=True)
@@ -301,26 +302,30 @@ def table9(config: dict[str, Any], entries: Entries) -> Table:
 
 
 def table11(config: dict[str, Any], entries: Entries) -> Table:
-    """MiniWob++ success per task (web runs, from eval.json's testsets.<name>.per_task)."""
+    """Success per task family (paper Table 11: MiniWob++), from eval.json's testsets.<name>.per_task: the
+    breakdown an environment reports for its test sets (the web's, by MiniWob task)."""
     runs = load_runs(entries)
-    if "web" not in config["domains"] or not runs:
-        return Table("table11", pd.DataFrame(), ["No web runs were configured."])
-    names = list(domain_settings(config, "web")["testsets"])
+    if not runs:
+        return Table("table11", pd.DataFrame(), ["No run of a domain whose environment reports success per task "
+                                                 "(the web's) was configured."])
+    domains = {domain for domain, _ in runs}
     series: dict[str, dict[str, Estimate]] = {}
-    for (_, run), accuracy in runs.items():
+    for (domain, run), accuracy in runs.items():
+        names = list(domain_settings(config, domain)["testsets"])
         for name in names:
             per_task = accuracy.per_task(name)
             if per_task:
-                series[run if len(names) == 1 else f"{run}/{name}"] = per_task
+                label = "/".join([*([domain] if len(domains) > 1 else []), run, *([name] if len(names) > 1 else [])])
+                series[label] = per_task
     if not series:
         return Table("table11", pd.DataFrame(),
-                     ["The web runs' eval.json files have no per-task breakdown (testsets.<name>.per_task)."])
+                     ["The runs' eval.json files have no per-task breakdown (testsets.<name>.per_task)."])
     tasks = sorted({task for values in series.values() for task in values})
     rows = [{"task": task, **{column: values[task].cell() if task in values else MISSING
                               for column, values in series.items()}} for task in tasks]
     rows.append({"task": "average", **{column: fmt(nan_mean(pct(e.value) for e in values.values()))
                                        for column, values in series.items()}})
-    notes = ["Success rate in % per MiniWob++ task at each run's last iteration, with its 95% interval (Wilson over "
+    notes = ["Success rate in % per task (MiniWob++: per task of the benchmark) at each run's last iteration, with its 95% interval (Wilson over "
              "the task's episodes; replicates: mean ± t interval); 'average' is the mean over tasks."]
     return Table("table11", pd.DataFrame(rows), notes)
 

@@ -50,9 +50,15 @@ def is_solved(trajectory: Trajectory, threshold: float) -> bool:
     return trajectory.finished and trajectory.final_reward >= threshold
 
 
+def models_in_process(scorer_dir: str | None, policy_dir: str) -> int:
+    """Models a stage holds: the policy, and IPR's frozen scorer when it is another checkpoint."""
+    return 1 if scorer_dir is None or str(scorer_dir) == str(policy_dir) else 2
+
+
 def scorer_backend(config: dict[str, Any], scorer_dir: str, policy: Any, policy_dir: str) -> Any:
     """IPR's frozen scorer: the policy's own backend when both are the same checkpoint (one model in memory)."""
-    return policy if str(scorer_dir) == str(policy_dir) else backend_for(config, scorer_dir)
+    engines = models_in_process(scorer_dir, policy_dir)
+    return policy if engines == 1 else backend_for(config, scorer_dir, engines=engines)
 
 
 def success_threshold(environment: Any) -> float:
@@ -184,7 +190,8 @@ def agent_evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: 
     method = method_of(config, run_name)
     steps = settings["steps"]
     few_shot = bool(steps["few_shot"]) and method == "mixture" and iteration == 0
-    policy = backend_for(config, model_dir)
+    scores_steps = method == "ipr" and settings["ipr"]["eval_step_reward"] and scorer
+    policy = backend_for(config, model_dir, engines=models_in_process(scorer if scores_steps else None, model_dir))
     summary: dict[str, Any] = {}
     everything: list[Trajectory] = []
     for name, path in zip(testsets, test_paths):
@@ -194,7 +201,7 @@ def agent_evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: 
                                   prefix=f"{name}/")
         entry = outcome_summary(trajectories, success_threshold(environment))
         entry["held_in"] = bool(dataset_spec(config, domain, name).get("held_in", True))
-        if method == "ipr" and settings["ipr"]["eval_step_reward"] and scorer:
+        if scores_steps:
             entry.update(ipr_step_reward(config, settings, environment, policy, model_dir, scorer, trajectories,
                                           iteration))
         if method == "mixture" and references:

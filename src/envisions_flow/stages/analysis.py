@@ -10,7 +10,6 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from envisions_flow.environments.web import parse_episode_id
 from envisions_flow.methods.analysis import correct_unique, exploration_metrics, log_prob_margins
 from envisions_flow.report.accuracy import RunAccuracy, paired_difference
 from envisions_flow.report.intervals import format_p
@@ -29,12 +28,6 @@ def margins(config: dict[str, Any], run: str, model_dir: str, u2_path: str, out:
              len(frame))
 
 
-def _exploration_unit(domain: str, task_id: str) -> str:
-    """What EA/STB count as one input: the task input, except on the web, where every iteration
-    explores fresh episodes (new seeds), so the unit that can be solved again is the MiniWob task."""
-    return parse_episode_id(task_id)[0] if domain == "web" else task_id
-
-
 def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_paths: Sequence[str],
             pool_paths: Sequence[str], margin_paths: Sequence[str], out: str) -> None:
     """One row per iteration: accuracy, solved/newly solved, EA/STB, Δlog p, correct-and-unique trajectories.
@@ -44,11 +37,13 @@ def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_pa
     where shared); iteration 0 (the base model) has accuracy only.
     """
     domain, run_name = parse_run_dir(run)
+    # what EA/STB count as one input: the task, unless the environment says otherwise (web: the MiniWob task,
+    # since every iteration explores fresh episodes of it)
+    unit = getattr(environment_for(config, run), "exploration_unit", lambda task_id: task_id)
     solved: dict[int, set[str]] = {}
     for path in exec_paths:
         judged = art.read_table(path, art.EXECUTIONS)
-        solved.setdefault(iteration_of(path), set()).update(
-            _exploration_unit(domain, task_id) for task_id in judged.loc[judged["b"] == 1, "id"])
+        solved.setdefault(iteration_of(path), set()).update(unit(task_id) for task_id in judged.loc[judged["b"] == 1, "id"])
     pools = {iteration_of(path): path for path in pool_paths}
     pair_margins = {iteration_of(path): path for path in margin_paths}
     exploration = exploration_metrics(solved).set_index("iteration") if solved else pd.DataFrame()

@@ -45,16 +45,25 @@ def environment_for(config: dict[str, Any], run: str, dataset: str = "train") ->
 VLLM_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len")
 
 
-def backend_for(config: dict[str, Any], model_dir: str | Path):
-    """The policy's generation backend."""
+def backend_for(config: dict[str, Any], model_dir: str | Path, engines: int = 1):
+    """The policy's generation backend; `engines`: models this process holds (vLLM shares GPU memory between them)."""
     generation = config["generation"]
     options: dict[str, Any] = {}
     if generation["backend"] == "vllm":
         # set keys only: the schema gives them no defaults (finished runs keep their params), VLLMBackend has its own
         options = {key: generation[key] for key in VLLM_OPTIONS if generation.get(key) is not None}
+        if engines > 1:
+            options["engines"] = engines
     batch_size = generation.get("batch_size", "auto")
     return load_backend(generation["backend"], model_dir, batch_size=batch_size if batch_size == "auto" else int(batch_size),
                         dtype=generation["dtype"], **options)
+
+
+def training_report(run: str, step: str, out: str | Path) -> dict[str, Any]:
+    """Where `training.report_to` logs a training job: run name `<domain>/<run>/<step>` (step: iter<i>, warmup,
+    sft), TensorBoard event files beside the checkpoint (`<step dir>/tensorboard/`)."""
+    domain, name = parse_run_dir(run)
+    return {"run_name": f"{domain}/{name}/{step}", "log_dir": Path(out).parent / "tensorboard"}
 
 
 def stage_seed(config: dict[str, Any], iteration: int, stage: int, run: str | None = None) -> int:

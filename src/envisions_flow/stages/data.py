@@ -1,5 +1,4 @@
-"""Prepare a data set: read it from its source (generated, hub, file, MiniWob++) into the TASKS table.
-"""
+"""Prepare a data set: read it from its source (hub, file, or data the environment makes) into the TASKS table."""
 
 from __future__ import annotations
 
@@ -9,13 +8,15 @@ from typing import Any
 
 from envisions_flow.datasets.loaders import load_tasks
 from envisions_flow.workflow import artifacts as art
-from envisions_flow.workflow.config import dataset_key, dataset_spec
+from envisions_flow.environments.registry import environment_class
+from envisions_flow.workflow.config import dataset_key, dataset_spec, domain_settings
 
 log = logging.getLogger("envisions_flow")
 
 
 def prepare_data(config: dict[str, Any], domain: str, name: str, out: str | Path) -> None:
     spec = dataset_spec(config, domain, name)
-    frame = load_tasks(spec, dataset_key(domain, name), domain)
+    environment = environment_class(domain, domain_settings(config, domain))
+    frame = load_tasks(spec, dataset_key(domain, name), environment)
     art.write_table(frame, out, art.TASKS)
     log.info("%s: %d tasks from %s", out, len(frame), spec.get("kind"))

@@ -7,7 +7,6 @@ import logging
 from collections import Counter
 from typing import Any, Sequence
 
-from envisions_flow.environments.base import Task
 from envisions_flow.generation.base import Generation
 from envisions_flow.stages.common import backend_for, environment_for, mean, more_turns, run_settings_for, task_list
 from envisions_flow.workflow import artifacts as art
@@ -18,7 +17,7 @@ log = logging.getLogger("envisions_flow")
 
 
 # Error classes of programs that ran to the end (web: the episode also ended too slowly, or not at all).
-EXECUTED = {"", "wrong_answer", "no_answer", "too_slow", "not_done"}
+EXECUTED = {"", "wrong_answer", "no_answer", "judge_timeout", "too_slow", "not_done"}
 
 
 def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, testsets: Sequence[str],
@@ -66,8 +65,9 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
                          "held_in": bool(spec.get("held_in", True)), "outcomes": dict(classes)}
         if self_refine:
             summary[name]["accuracy_self_refined"] = sum(refined_b) / len(results)
-        if domain == "web":
-            summary[name].update(web_success(tasks, results))
+        metrics = getattr(environment, "testset_metrics", None)  # an environment's own (web: success per task)
+        if metrics is not None:
+            summary[name].update(metrics(tasks, results))
         log.info("%s %s: accuracy %.3f on %d", out_json, name, summary[name]["accuracy"], len(results))
     art.write_table(rows, out_parquet, art.EVAL)
     run_name = parse_run_dir(run)[1]
@@ -76,28 +76,6 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
                               "average": mean([entry["accuracy"] for entry in summary.values()])}
     if self_refine:
         report["average_self_refined"] = mean([entry["accuracy_self_refined"] for entry in summary.values()])
-    if domain == "web":
-        report["average_raw_success"] = mean([entry["raw_success"] for entry in summary.values()])
+    for metric in getattr(environment, "averaged_metrics", ()):
+        report[f"average_{metric}"] = mean([entry[metric] for entry in summary.values()])
     art.write_json(report, out_json)
-
-
-def _raw_success(result: Any) -> int:
-    """MiniWob's raw reward (Execution.value) above 0: solved, however slowly (b also needs the time-decayed
-    reward to reach the threshold)."""
-    return int(result.value is not None and float(result.value) > 0)
-
-
-def web_success(tasks: Sequence[Task], results: Sequence[Any]) -> dict[str, Any]:
-    """Raw success over the test set, and success per MiniWob task (paper Table 11; Task.answer = task name)."""
-    per_task: dict[str, dict[str, Any]] = {}
-    for task, result in zip(tasks, results):
-        entry = per_task.setdefault(task.answer, {"n": 0, "correct": 0, "raw_correct": 0})
-        entry["n"] += 1
-        entry["correct"] += result.b
-        entry["raw_correct"] += _raw_success(result)
-    for entry in per_task.values():
-        entry["success"] = entry["correct"] / entry["n"]
-        entry["raw_success"] = entry["raw_correct"] / entry["n"]
-    return {"raw_success": sum(_raw_success(result) for result in results) / len(results),
-            "task_average": mean([entry["success"] for entry in per_task.values()]),
-            "per_task": dict(sorted(per_task.items()))}

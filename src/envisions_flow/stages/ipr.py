@@ -8,8 +8,14 @@ from collections import Counter
 from typing import Any, Sequence
 
 from envisions_flow.methods.agents import Trajectory
-from envisions_flow.stages.agents import read_trajectories, scorer_backend, step_conversations, step_environment
-from envisions_flow.stages.common import backend_for, mean, run_settings_for, stage_seed
+from envisions_flow.stages.agents import (
+    models_in_process,
+    read_trajectories,
+    scorer_backend,
+    step_conversations,
+    step_environment,
+)
+from envisions_flow.stages.common import backend_for, mean, run_settings_for, stage_seed, training_report
 from envisions_flow.workflow import artifacts as art
 
 log = logging.getLogger("envisions_flow")
@@ -42,7 +48,7 @@ def ipr_sft(config: dict[str, Any], run: str, base_model: str, experts_path: str
     environment = step_environment(config, run)
     tokenizer = load_tokenizer(base_model)
     examples = [trajectory_example(tokenizer, messages) for messages in step_conversations(environment, experts)]
-    metrics = train_trajectories(base_model, examples, settings["training"], out)
+    metrics = train_trajectories(base_model, examples, settings["training"], out, **training_report(run, "sft", out))
     log.info("%s: SFT on %d expert trajectories: %s", out, len(experts), metrics.get("train_loss"))
 
 
@@ -55,7 +61,7 @@ def ipr_explore(config: dict[str, Any], run: str, iteration: int, policy_dir: st
     ipr, steps = settings["ipr"], settings["steps"]
     environment = step_environment(config, run)
     experts = read_trajectories(experts_path)
-    policy = backend_for(config, policy_dir)
+    policy = backend_for(config, policy_dir, engines=models_in_process(scorer_dir, policy_dir))
     scorer = scorer_backend(config, scorer_dir, policy, policy_dir)
     rows = explore_expert(environment, policy, scorer, experts, n_rollouts=int(ipr["mc_rollouts"]),
                           max_steps=int(steps["max_steps"]), max_new_tokens=int(steps["max_new_tokens"]),
@@ -80,5 +86,5 @@ def ipr_train(config: dict[str, Any], run: str, iteration: int, policy_dir: str,
     training = {**settings["training"], "learning_rate": float(ipr["learning_rate"]), "epochs": float(ipr["epochs"]),
                 "lr_scheduler": "cosine"}
     metrics = train_ipr(policy_dir, reference_dir, pairs, training, out, float(ipr["beta"]), sft_on=ipr["sft_on"],
-                        losses=tuple(ipr["losses"]))
+                        losses=tuple(ipr["losses"]), **training_report(run, f"iter{iteration}", out))
     log.info("%s: %d outcome and %d step pairs", out, metrics["outcome_pairs"], metrics["step_pairs"])

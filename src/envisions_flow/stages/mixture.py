@@ -17,7 +17,7 @@ from envisions_flow.stages.agents import (
     success_threshold,
     write_trajectories,
 )
-from envisions_flow.stages.common import backend_for, mean, run_settings_for, stage_seed, task_list
+from envisions_flow.stages.common import backend_for, mean, run_settings_for, stage_seed, task_list, training_report
 from envisions_flow.workflow import artifacts as art
 
 log = logging.getLogger("envisions_flow")
@@ -150,5 +150,6 @@ def mixture_train(config: dict[str, Any], run: str, iteration: int, init_model: 
     for trajectory, index in balanced_steps(trajectories, int(settings["training"]["seed"]) + iteration):
         messages, trained = step_conversation(environment, trajectory, index)
         examples.append(trajectory_example(tokenizer, messages, trained))
-    metrics = train_trajectories(init_model, examples, settings["training"], out, lora=settings["mixture"]["lora"])
+    metrics = train_trajectories(init_model, examples, settings["training"], out, lora=settings["mixture"]["lora"],
+                                 **training_report(run, f"iter{iteration}", out))
     log.info("%s: %d step examples from %d trajectories", out, metrics["train_examples"], len(trajectories))

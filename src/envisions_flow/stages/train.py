@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from envisions_flow.stages.common import environment_for, run_settings_for
+from envisions_flow.stages.common import environment_for, run_settings_for, training_report
 from envisions_flow.workflow import artifacts as art
 from envisions_flow.workflow.runs import training_plan
 
@@ -26,7 +26,7 @@ def warmup(config: dict[str, Any], run: str, base_model: str, out: str) -> None:
     examples = [{"prompt": render_chat(tokenizer, [{"role": "user", "content": e["prompt"]}]),
                  "completion": e["completion"], "loss": "warmup"}
                 for e in load_warmup(settings["self_rewarding"]["warmup"])]
-    metrics = run_training(base_model, examples, settings["training"], out)
+    metrics = run_training(base_model, examples, settings["training"], out, **training_report(run, "warmup", out))
     log.info("%s: warmed up on %d examples: %s", out, len(examples), metrics)
 
 
@@ -54,6 +54,7 @@ def train(config: dict[str, Any], run: str, iteration: int, init_model: str, u1_
     examples = build_examples(u1 if plan["sft"] else u1.iloc[0:0], u2 if plan["l2"] else u2.iloc[0:0],
                               environment, tokenizer)
     pairs = build_pairs(u2, environment, tokenizer) if plan["dpo"] else []
-    metrics = run_training(init_model, examples, settings["training"], out, pairs, settings["dpo"])
+    metrics = run_training(init_model, examples, settings["training"], out, pairs, settings["dpo"],
+                           **training_report(run, f"iter{iteration}", out))
     log.info("%s: trained from %s on %d SFT examples and %d DPO pairs: %s", out, init_model, len(examples),
              len(pairs), metrics)

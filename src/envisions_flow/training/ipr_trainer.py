@@ -3,22 +3,22 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from envisions_flow.training.examples import trajectory_example
-from envisions_flow.training.trainers import (
-    attention_implementation,
+from envisions_flow.training.devices import (
     is_main_process,
-    load_tokenizer,
-    publish_checkpoint,
-    save_checkpoint,
-    staging_dir,
+    job_setup,
+    load_model,
+    local_rank,
+    reporting_callbacks,
     trainer_arguments,
     world_size,
 )
+from envisions_flow.training.examples import trajectory_example
+from envisions_flow.training.trainers import load_tokenizer, publish_checkpoint, save_checkpoint, staging_dir
+from envisions_flow.workflow.memory_model import TrainingSetup
 
 IPR_LOSSES = ("o_dpo", "s_dpo", "sft")  # the terms of L (paper Eq. 10)
 
@@ -83,16 +83,8 @@ def sequence_logps(model, input_ids, attention_mask, assistant_masks):
     return (token_logps * assistant_masks[:, 1:]).sum(-1)
 
 
-def _load_causal_lm(model: str | Path, bf16: bool):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                                attn_implementation=attention_implementation(bf16))
-
-
 def _reference_logps(reference_model: str | Path, examples: Sequence[Mapping[str, Any]], pad_token_id: int,
-                     batch_size: int, bf16: bool) -> list[tuple[float, float]]:
+                     batch_size: int, setup: TrainingSetup) -> list[tuple[float, float]]:
     """(chosen, rejected) log-probs of every example under the frozen reference, computed once before training.
 
     Only the policy is in memory while it trains. Under torchrun every rank computes them all on
@@ -100,8 +92,8 @@ def _reference_logps(reference_model: str | Path, examples: Sequence[Mapping[str
     """
     import torch
 
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK") or 0)) if torch.cuda.is_available() else "cpu"
-    model = _load_causal_lm(reference_model, bf16).to(device).eval()
+    device = torch.device("cuda", local_rank()) if torch.cuda.is_available() else "cpu"
+    model = load_model(reference_model, setup, trained=False, device_map={"": device})
     collate, out = IPRCollator(pad_token_id), []
     with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
@@ -117,7 +109,7 @@ def _reference_logps(reference_model: str | Path, examples: Sequence[Mapping[str
 
 
 def make_ipr_trainer(policy_init: str | Path, rows: list[dict[str, Any]], settings: dict[str, Any], beta: float,
-                     output_dir: Path):
+                     output_dir: Path, setup: TrainingSetup, run_name: str | None = None, log_dir: Path | None = None):
     """A `transformers.Trainer` whose loss is the batch estimate of IPR's Eq. 10 (`ipr.mixture_loss`).
 
     Each row holds its reference log-probs and loss weights (`ipr.loss_weights`), so the
@@ -131,7 +123,7 @@ def make_ipr_trainer(policy_init: str | Path, rows: list[dict[str, Any]], settin
 
     from envisions_flow.methods.ipr import dpo_loss, mixture_loss
 
-    arguments = trainer_arguments(settings, output_dir)
+    arguments = trainer_arguments(settings, output_dir, setup, run_name)
     for sft_only in ("max_length", "dataset_num_proc"):  # SFTConfig fields; lengths are cut in ipr_examples
         arguments.pop(sft_only)
     arguments.update({"lr_scheduler_type": "cosine", "remove_unused_columns": False})
@@ -166,18 +158,20 @@ def make_ipr_trainer(policy_init: str | Path, rows: list[dict[str, Any]], settin
                 self._terms, self._batches = {}, 0
             super().log(logs, start_time)
 
-    model = _load_causal_lm(policy_init, args.bf16)
+    model = load_model(policy_init, setup)
     for module in model.modules():  # as TRL's DPO: the policy starts equal to the reference it is compared to
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     tokenizer = load_tokenizer(policy_init)
     return IPRTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                      data_collator=IPRCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+                      data_collator=IPRCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      callbacks=reporting_callbacks(settings, log_dir))
 
 
 def train_ipr(policy_init: str | Path, reference_model: str | Path, pairs: Iterable[Mapping[str, Any]],
               settings: dict[str, Any], out_dir: str | Path, beta: float,
-              sft_on: str = "outcome_winners", losses: Sequence[str] = IPR_LOSSES) -> dict[str, Any]:
+              sft_on: str = "outcome_winners", losses: Sequence[str] = IPR_LOSSES, run_name: str | None = None,
+              log_dir: Path | None = None) -> dict[str, Any]:
     """Train the policy on IPR pairs (`ipr.contrastive_pairs` rows) with L = o-DPO + s-DPO + SFT; save atomically.
 
     The policy starts from `policy_init` (the previous iteration's agent) while the DPO
@@ -203,9 +197,9 @@ def train_ipr(policy_init: str | Path, reference_model: str | Path, pairs: Itera
                                "step_pairs": kinds.count(STEP), "dropped_pairs": dropped,
                                "processes": world_size()}
     if examples:
-        bf16 = trainer_arguments(settings, staging / "trainer")["bf16"]
+        setup = job_setup(policy_init, settings, pairs=True)
         references = _reference_logps(reference_model, examples, tokenizer.pad_token_id,
-                                      int(settings["per_device_batch_size"]), bf16)
+                                      int(settings["per_device_batch_size"]), setup)
         kept = {OUTCOME: "o_dpo" in losses, STEP: "s_dpo" in losses}
         rows = [{**{key: value for key, value in example.items() if key != "kind"},
                  "reference_chosen_logps": chosen, "reference_rejected_logps": rejected,
@@ -213,7 +207,7 @@ def train_ipr(policy_init: str | Path, reference_model: str | Path, pairs: Itera
                  "sft_weight": sft_weight if "sft" in losses else 0.0, "is_outcome": float(example["kind"] == OUTCOME)}
                 for example, (chosen, rejected), (dpo_weight, sft_weight)
                 in zip(examples, references, loss_weights(kinds, sft_on))]
-        trainer = make_ipr_trainer(policy_init, rows, settings, beta, staging / "trainer")
+        trainer = make_ipr_trainer(policy_init, rows, settings, beta, staging / "trainer", setup, run_name, log_dir)
         metrics["ipr"] = save_checkpoint(trainer, staging)
         metrics["ipr"]["log"] = [entry for entry in trainer.state.log_history if "loss" in entry]  # with the terms
     else:

@@ -84,9 +84,26 @@ def slurm_hosts(nodelist: str) -> list[str]:
     return done.stdout.split()
 
 
+# What a nested srun keeps of the job step's environment: the allocation it runs in. The rest (SLURM_NTASKS=1,
+# SLURM_NNODES, the step's GPUs and CPUs, SRUN_/SBATCH_ defaults) describes the one-task step the rule runs in
+# and would override the nested srun's own request (one torchrun on one node instead of one per node).
+SLURM_ALLOCATION = {"SLURM_JOB_ID", "SLURM_JOBID", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_JOB_NUM_NODES",
+                    "SLURM_CLUSTER_NAME", "SLURM_SUBMIT_DIR", "SLURM_SUBMIT_HOST", "SLURM_CONF"}
+
+
+def nested_srun_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the srun that starts one torchrun per node, the job step's own settings removed."""
+    return {key: value for key, value in env.items()
+            if not (key.startswith("SLURM_") and key not in SLURM_ALLOCATION) and not key.startswith(("SRUN_", "SBATCH_"))}
+
+
 def command(topo: Topology, spec: Path, env: Mapping[str, str] = os.environ, port: int = DEFAULT_MASTER_PORT,
-            hosts: Callable[[str], list[str]] = slurm_hosts) -> list[str]:
-    """The command line that starts `topo.world_size` processes running the pickled call in `spec`."""
+            hosts: Callable[[str], list[str]] = slurm_hosts, gpus_per_node: int = 0) -> list[str]:
+    """The command line that starts `topo.world_size` processes running the pickled call in `spec`.
+
+    Across nodes: `srun` with one task per node, each asking for the node's GPUs (`gpus_per_node`)
+    and the job's cores per task; run it with `nested_srun_env`.
+    """
     torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={topo.nodes}",
                 f"--nproc-per-node={topo.per_node}"]
     entry = ["-m", "envisions_flow.training.launch", str(spec)]
@@ -100,8 +117,14 @@ def command(topo: Topology, spec: Path, env: Mapping[str, str] = os.environ, por
         raise LaunchError(f"training.nodes: {topo.nodes} nodes wanted, the allocation has {len(names)} ({nodelist})")
     rendezvous = ["--rdzv-backend=c10d", f"--rdzv-endpoint={names[0]}:{port}",
                   f"--rdzv-id={env.get('SLURM_JOB_ID', 'envisions-flow')}"]
-    # one torchrun per node; --overlap lets the step share the resources of the job step it is started from
-    srun = ["srun", "--overlap", f"--nodes={topo.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    # one torchrun per node; --overlap lets the step share the resources of the job step it is started from,
+    # --mem=0 gives it the job's memory on each node
+    srun = ["srun", "--overlap", f"--nodes={topo.nodes}", f"--ntasks={topo.nodes}", "--ntasks-per-node=1",
+            "--mem=0", "--kill-on-bad-exit=1"]
+    if gpus_per_node:
+        srun.append(f"--gpus-per-node={gpus_per_node}")
+    if env.get("SLURM_CPUS_PER_TASK"):
+        srun.append(f"--cpus-per-task={env['SLURM_CPUS_PER_TASK']}")
     return [*srun, *torchrun, *rendezvous, *entry]
 
 
@@ -127,10 +150,11 @@ def launch(function: str, args: Sequence[Any], settings: Mapping[str, Any], work
         pickle.dump({"function": function, "args": list(args)}, file)
     spec = Path(file.name)
     try:
-        argv = command(topo, spec, env, int(settings.get("master_port") or DEFAULT_MASTER_PORT))
+        argv = command(topo, spec, env, int(settings.get("master_port") or DEFAULT_MASTER_PORT),
+                       gpus_per_node=visible_gpus())
         log.info("%s: %d process(es) on %d node(s): %s", function, topo.world_size, topo.nodes, shlex.join(argv))
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env={**env, "PYTHONUNBUFFERED": "1"})
+                                   env={**(nested_srun_env(env) if topo.nodes > 1 else env), "PYTHONUNBUFFERED": "1"})
         assert process.stdout is not None
         for line in process.stdout:  # one writer for the rule's log: this process
             log.info("%s", line.rstrip("\n"))

@@ -3,83 +3,31 @@
 Both losses are plain next-token loss on the positive program a⁺; they differ
 only in the prompt: U1 examples use the zero-shot prompt for x, U2 examples the
 self-refine prompt with the negative a⁻ as the program to repair. Prompt tokens
-are masked (TRL's completion-only loss) and EOS is appended. The same code path
-takes DeepSpeed when a config file is given (`training.deepspeed_config`, e.g.
-config/deepspeed/zero3.json). Under torchrun (src/envisions_flow/training/launch.py) every
+are masked (TRL's completion-only loss) and EOS is appended. Precision, DeepSpeed
+ZeRO and gradient checkpointing are what the job resolves for its GPUs
+(training/devices.py, `auto` by default). Under torchrun (training/launch.py) every
 rank runs `train`; only rank 0 touches the file system, and the checkpoint is
-renamed into place once, by rank 0, after all ranks have finished.
+renamed into place once, by rank 0, after all ranks have finished. Checkpoints are
+saved in the training dtype: bf16 after bf16 mixed precision, fp32 after fp32.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from envisions_flow.training.devices import (
+    barrier,
+    is_main_process,
+    job_setup,
+    load_model,
+    reporting_callbacks,
+    trainer_arguments,
+    world_size,
+)
 from envisions_flow.workflow.artifacts import write_json
-
-
-def trainer_arguments(settings: dict[str, Any], output_dir: Path) -> dict[str, Any]:
-    """Arguments shared by the SFT and DPO trainers (batch, schedule, precision, seeds)."""
-    import torch
-
-    on_gpu = torch.cuda.is_available()
-    per_device = int(settings["per_device_batch_size"])
-    # under torchrun each rank is one device; a single process uses all GPUs it sees (DataParallel)
-    devices = world_size() if world_size() > 1 else (max(1, torch.cuda.device_count()) if on_gpu else 1)
-    return {
-        "output_dir": str(output_dir),
-        "num_train_epochs": float(settings["epochs"]),
-        "learning_rate": float(settings["learning_rate"]),
-        "lr_scheduler_type": settings["lr_scheduler"],
-        "warmup_steps": float(settings["warmup_ratio"]),  # a float below 1 is a ratio of all steps
-        "weight_decay": float(settings["weight_decay"]),
-        "per_device_train_batch_size": per_device,
-        "gradient_accumulation_steps": max(1, int(settings["effective_batch_size"]) // (per_device * devices)),
-        "max_length": int(settings["max_length"]),
-        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
-        "gradient_checkpointing": bool(settings.get("gradient_checkpointing", False)),
-        # non-reentrant checkpointing is what DeepSpeed ZeRO-3 and DDP work with
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if settings.get("gradient_checkpointing") else None,
-        "deepspeed": settings.get("deepspeed_config") or None,
-        # several CPU processes (torchrun, gloo) are distributed for accelerate only with use_cpu; DeepSpeed sets up its own
-        "use_cpu": not on_gpu and world_size() > 1 and not settings.get("deepspeed_config"),
-        "seed": int(settings["seed"]),
-        "data_seed": int(settings["seed"]),
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": [],
-        "dataset_num_proc": None,
-    }
-
-
-def world_size() -> int:
-    """Processes training together (torchrun sets WORLD_SIZE in each of them); 1 when run plainly."""
-    return int(os.environ.get("WORLD_SIZE") or 1)
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or the only process): the one that writes files."""
-    return int(os.environ.get("RANK") or 0) == 0
-
-
-def barrier() -> None:
-    """Wait for every rank (a no-op when training runs as one process)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def attention_implementation(bf16: bool) -> str:
-    """FlashAttention-2 on CUDA in bf16 when `flash_attn` is installed, PyTorch's SDPA otherwise."""
-    import torch
-
-    if bf16 and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
 
 
 def load_tokenizer(model: str | Path):
@@ -91,35 +39,35 @@ def load_tokenizer(model: str | Path):
     return tokenizer
 
 
-def make_trainer(base_model: str | Path, examples: list[dict[str, str]], settings: dict[str, Any], output_dir: Path):
+def make_trainer(base_model: str | Path, examples: list[dict[str, str]], settings: dict[str, Any], output_dir: Path,
+                 run_name: str | None = None, log_dir: Path | None = None):
     """An SFTTrainer over prompt/completion examples with prompt tokens masked."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    config = SFTConfig(**trainer_arguments(settings, output_dir), completion_only_loss=True,
+    setup = job_setup(base_model, settings)
+    config = SFTConfig(**trainer_arguments(settings, output_dir, setup, run_name), completion_only_loss=True,
                        train_sampling_strategy="group_by_length")  # less padding per batch
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if config.bf16 else torch.float32,
-                                                 attn_implementation=attention_implementation(config.bf16))
+    model = load_model(base_model, setup)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=load_tokenizer(base_model))
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=load_tokenizer(base_model),
+                      callbacks=reporting_callbacks(settings, log_dir))
 
 
 def make_dpo_trainer(sft_model: str | Path, pairs: list[dict[str, str]], settings: dict[str, Any],
-                     dpo: dict[str, Any], output_dir: Path):
-    """A DPOTrainer whose policy and reference both start from `sft_model` (the reference stays frozen)."""
+                     dpo: dict[str, Any], output_dir: Path, run_name: str | None = None, log_dir: Path | None = None):
+    """A DPOTrainer whose policy and reference both start from `sft_model` (the reference, frozen, in 16 bits)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    arguments = trainer_arguments(settings, output_dir)
+    setup = job_setup(sft_model, settings, reference=True, pairs=True)
+    arguments = trainer_arguments(settings, output_dir, setup, run_name)
     arguments.update({"learning_rate": float(dpo["learning_rate"]), "warmup_steps": float(dpo["warmup_ratio"]),
                       "num_train_epochs": float(dpo.get("epochs") or settings["epochs"])})
-    config = DPOConfig(**arguments, beta=float(dpo["beta"]),
-                       model_init_kwargs={"dtype": "bfloat16" if arguments["bf16"] else "float32",
-                                          "attn_implementation": attention_implementation(arguments["bf16"])})
-    return DPOTrainer(model=str(sft_model), args=config, train_dataset=Dataset.from_list(pairs),
-                      processing_class=load_tokenizer(sft_model))
+    config = DPOConfig(**arguments, beta=float(dpo["beta"]))  # before loading: ZeRO-3 partitions while it loads
+    return DPOTrainer(model=load_model(sft_model, setup), ref_model=load_model(sft_model, setup, trained=False),
+                      args=config, train_dataset=Dataset.from_list(pairs), processing_class=load_tokenizer(sft_model),
+                      callbacks=reporting_callbacks(settings, log_dir))
 
 
 def _lora_config(lora: dict[str, Any]):
@@ -142,28 +90,35 @@ def _quantization(lora: dict[str, Any] | None) -> dict[str, Any]:
                                                       bnb_4bit_compute_dtype=torch.bfloat16)}
 
 
-def _merge_adapter(base_model: str | Path, adapter_dir: Path, out_dir: Path) -> None:
-    """A LoRA adapter trained on a 4-bit base, merged into the base loaded in bf16 and saved as a plain model."""
-    import torch
+def merge_adapter(base_model: str | Path, adapter_dir: Path, out_dir: Path, dtype) -> None:
+    """Rank 0: the saved LoRA adapter merged into the base reloaded whole in `dtype`, saved as a plain model.
+
+    Merging in the trained model is not possible in general: under ZeRO-3 each rank holds a
+    slice of every weight, and under QLoRA the base is 4-bit. The adapter the trainer saved
+    (gathered, under ZeRO-3) is merged into a fresh copy of the base instead, loaded whole:
+    ZeRO-3's partitioning while loading, which needs every rank, is switched off (training is over).
+    """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16)
+    unset_hf_deepspeed_config()
+
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(str(out_dir))
     shutil.rmtree(adapter_dir, ignore_errors=True)
 
 
 def train_trajectories(init_model: str | Path, examples: Sequence[Mapping[str, Any]], settings: dict[str, Any],
-                       out_dir: str | Path, lora: dict[str, Any] | None = None) -> dict[str, Any]:
+                       out_dir: str | Path, lora: dict[str, Any] | None = None, run_name: str | None = None,
+                       log_dir: Path | None = None) -> dict[str, Any]:
     """SFT on multi-turn conversations (`trajectory_example` rows: loss on the agent's turns only).
 
     IPR's base agent (full fine-tuning on expert trajectories) and the mixture runs (LoRA,
     `lora` = the `mixture.lora` keys) train here. A LoRA adapter is merged into the saved
     weights, so every later stage loads a plain checkpoint. Saved atomically like `train`.
     """
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     out_dir = Path(out_dir)
@@ -176,16 +131,17 @@ def train_trajectories(init_model: str | Path, examples: Sequence[Mapping[str, A
             shutil.copytree(init_model, staging)
         metrics["note"] = "nothing to train on; initial model copied"
     else:
-        config = SFTConfig(**trainer_arguments(settings, staging / "trainer"), train_sampling_strategy="group_by_length")
         quantization = _quantization(lora)
-        model = AutoModelForCausalLM.from_pretrained(
-            init_model, dtype=torch.bfloat16 if config.bf16 else torch.float32,
-            attn_implementation=attention_implementation(config.bf16), **quantization)
+        setup = job_setup(init_model, settings, lora=lora, quantized=bool(quantization))
+        config = SFTConfig(**trainer_arguments(settings, staging / "trainer", setup, run_name),
+                           train_sampling_strategy="group_by_length")
+        model = load_model(init_model, setup, **quantization)
         dataset = Dataset.from_list([{"input_ids": list(e["input_ids"]), "assistant_masks": list(e["assistant_masks"])}
                                      for e in examples])
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=load_tokenizer(init_model),
-                             peft_config=_lora_config(lora) if lora else None)
-        metrics["sft"] = save_checkpoint(trainer, staging, lora_base=init_model if lora else None, quantized=bool(quantization))
+                             peft_config=_lora_config(lora) if lora else None,
+                             callbacks=reporting_callbacks(settings, log_dir))
+        metrics["sft"] = save_checkpoint(trainer, staging, lora_base=init_model if lora else None)
     if main:
         publish_checkpoint(metrics, staging, out_dir)
     return metrics
@@ -209,36 +165,51 @@ def publish_checkpoint(metrics: dict[str, Any], staging: Path, out_dir: Path) ->
     staging.rename(out_dir)
 
 
-def save_checkpoint(trainer, out_dir: Path, lora_base: str | Path | None = None, quantized: bool = False) -> dict[str, Any]:
-    """Train, then save the weights and tokenizer to `out_dir`.
+def training_dtype(trainer):
+    """The dtype a trainer computed in: its checkpoint is saved in it (bf16 or fp16 mixed precision; fp32)."""
+    import torch
 
-    With `lora_base`, the LoRA adapter is merged first, so every later stage loads a plain
-    checkpoint: into the trained weights, or (QLoRA, `quantized`) into `lora_base` reloaded in
-    bf16, not into the 4-bit weights it trained on.
+    return torch.bfloat16 if trainer.args.bf16 else torch.float16 if trainer.args.fp16 else torch.float32
+
+
+def save_checkpoint(trainer, out_dir: Path, lora_base: str | Path | None = None) -> dict[str, Any]:
+    """Train, then save the weights (in the training dtype) and tokenizer to `out_dir`.
+
+    With `lora_base`, the adapter is saved and merged into `lora_base` (`merge_adapter`), so
+    every later stage loads a plain checkpoint. Without DeepSpeed the fp32 master weights are
+    cast to the 16-bit training dtype first; ZeRO-3 gathers its 16-bit weights itself.
     """
     result = trainer.train()
-    if lora_base is not None and quantized:
-        trainer.model.save_pretrained(str(out_dir / "adapter"))
+    save_trained(trainer, out_dir, lora_base)
+    return {**result.metrics, "global_step": result.global_step}
+
+
+def save_trained(trainer, out_dir: Path, lora_base: str | Path | None = None) -> None:
+    """The saving half of `save_checkpoint`, for a trainer that has trained."""
+    dtype = training_dtype(trainer)
+    if lora_base is not None:
+        trainer.save_model(str(out_dir / "adapter"))  # every rank: under ZeRO-3 it gathers the adapter
         if is_main_process():
-            _merge_adapter(lora_base, out_dir / "adapter", out_dir)
+            merge_adapter(lora_base, out_dir / "adapter", out_dir, dtype)
     else:
-        if lora_base is not None:
-            trainer.model = trainer.model.merge_and_unload()
+        if not trainer.is_deepspeed_enabled:
+            trainer.model.to(dtype)
         trainer.save_model(str(out_dir))  # every rank: under ZeRO-3 it gathers the sharded weights; rank 0 writes
     if is_main_process():
         trainer.processing_class.save_pretrained(str(out_dir))
         shutil.rmtree(out_dir / "trainer", ignore_errors=True)
     barrier()  # the next stage (DPO after SFT) reads what rank 0 wrote
-    return {**result.metrics, "global_step": result.global_step}
 
 
 def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict[str, Any], out_dir: str | Path,
-          pairs: list[dict[str, str]] = (), dpo: dict[str, Any] | None = None) -> dict:
+          pairs: list[dict[str, str]] = (), dpo: dict[str, Any] | None = None, run_name: str | None = None,
+          log_dir: Path | None = None) -> dict:
     """Fine-tune `init_model` on `examples` (SFT), then on `pairs` (DPO) when given; save to `out_dir` atomically.
 
     ENVISIONS passes the base model and no pairs: the policy is trained from
     scratch each iteration. With nothing to learn from, the checkpoint is a copy
-    of `init_model`, so every iteration has a self-contained policy.
+    of `init_model`, so every iteration has a self-contained policy. `run_name` and
+    `log_dir` name the run for `training.report_to` (the SFT and DPO stages log apart).
     """
     out_dir = Path(out_dir)
     staging = staging_dir(out_dir)
@@ -247,14 +218,20 @@ def train(init_model: str | Path, examples: list[dict[str, str]], settings: dict
                                "l1_examples": sum(e["loss"] == "L1" for e in examples),
                                "l2_examples": sum(e["loss"] == "L2" for e in examples), "dpo_pairs": len(pairs),
                                "processes": world_size()}
+
+    def report(stage: str) -> dict[str, Any]:
+        return {"run_name": f"{run_name}/{stage}" if run_name else None,
+                "log_dir": Path(log_dir) / stage if log_dir else None}
+
     current = Path(init_model)
     if examples:
         sft_dir = staging / "sft" if pairs else staging
-        metrics["sft"] = save_checkpoint(make_trainer(current, examples, settings, sft_dir / "trainer"), sft_dir)
+        trainer = make_trainer(current, examples, settings, sft_dir / "trainer", **report("sft"))
+        metrics["sft"] = save_checkpoint(trainer, sft_dir)
         current = sft_dir
     if pairs:
-        metrics["dpo"] = save_checkpoint(make_dpo_trainer(current, list(pairs), settings, dpo or {}, staging / "trainer"),
-                               staging)
+        trainer = make_dpo_trainer(current, list(pairs), settings, dpo or {}, staging / "trainer", **report("dpo"))
+        metrics["dpo"] = save_checkpoint(trainer, staging)
         if main:
             shutil.rmtree(staging / "sft", ignore_errors=True)
     elif not examples:

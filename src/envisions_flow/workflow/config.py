@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from envisions_flow.datasets.loaders import DataError, check_source, with_preset
+from envisions_flow.environments.registry import EnvironmentConfigError, environment_class
 from envisions_flow.workflow.models import ModelSpecError, resolve_source
 
 
@@ -68,6 +69,13 @@ def dataset_spec(config: dict[str, Any], domain: str, name: str) -> dict[str, An
     return {"name": name, **with_preset(spec)}
 
 
+def drop_removed_testsets(config: dict[str, Any]) -> None:
+    """Remove the test sets an overlay config sets to null: a merge over config/config.yaml cannot delete a key."""
+    for settings in (config.get("domains") or {}).values():
+        if settings.get("testsets"):
+            settings["testsets"] = {name: spec for name, spec in settings["testsets"].items() if spec is not None}
+
+
 def check(config: dict[str, Any]) -> None:
     """Raise ConfigError naming the first key whose target is missing or malformed."""
     try:
@@ -75,25 +83,19 @@ def check(config: dict[str, Any]) -> None:
     except ModelSpecError as error:
         raise ConfigError(str(error)) from None
     for domain, settings in config["domains"].items():
-        datasets = {"train": settings["train"], **settings["testsets"]}
-        for name, spec in datasets.items():
-            try:
-                check_source(spec, dataset_key(domain, name))
-            except DataError as error:
-                raise ConfigError(str(error)) from None
+        try:
+            environment = environment_class(domain, settings)
+        except EnvironmentConfigError as error:
+            raise ConfigError(str(error)) from None
         if not settings["testsets"]:
             raise ConfigError(f"domains.{domain}.testsets: at least one test set is needed")
         for name, spec in settings["testsets"].items():
             if spec.get("fresh_seeds"):
                 raise ConfigError(f"domains.{domain}.testsets.{name}.fresh_seeds: only the train set draws fresh "
                                   "episodes per iteration; a test set stays fixed")
-        train = with_preset(settings["train"])
-        if train.get("kind") == "miniwob":
-            # train and test episodes are disjoint because their seeds lie in the two splits' ranges
-            if train.get("split", "train") != "train":
-                raise ConfigError(f"domains.{domain}.train.split: a miniwob train set takes split: train "
-                                  "(its seeds would share the test range)")
-            for name, spec in settings["testsets"].items():
-                if with_preset(spec).get("kind") == "miniwob" and spec.get("split", "train") != "test":
-                    raise ConfigError(f"domains.{domain}.testsets.{name}.split: a miniwob test set takes "
-                                      "split: test (its seeds would share the train range)")
+        datasets = {"train": settings["train"], **settings["testsets"]}
+        for name, spec in datasets.items():
+            try:
+                check_source(spec, dataset_key(domain, name), environment, "train" if name == "train" else "test")
+            except DataError as error:
+                raise ConfigError(str(error)) from None

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envisions_flow.datasets.loaders import MINIWOB_TASKS
-from envisions_flow.workflow.config import ConfigError, dataset_spec, domain_settings
+from envisions_flow.datasets.loaders import with_preset
+from envisions_flow.datasets.miniwob import MINIWOB_TASKS
+from envisions_flow.workflow.config import ConfigError, dataset_spec, domain_settings, drop_removed_testsets
 from envisions_flow.workflow.runs import deep_merge, run_settings, runs_of, training_plan, with_replicates
 
 # Throughput per GPU assumed when none is given: rough figures for a 7B model in bfloat16 on one
@@ -47,6 +48,7 @@ def load_config(paths: list[str | Path]) -> dict[str, Any]:
     for path in paths:
         with open(path) as handle:
             config = deep_merge(config, yaml.safe_load(handle) or {})
+    drop_removed_testsets(config)
     return with_replicates(config)  # each replicate counted as the run it is
 
 
@@ -58,17 +60,29 @@ def dataset_size(config: dict[str, Any], domain: str, name: str, sizes: dict[str
     if key in sizes:
         return sizes[key]
     spec = dataset_spec(config, domain, name)
+    if spec.get("parts"):
+        counted = [spec_size(part) for part in spec["parts"]]
+        size = None if None in counted else sum(counted)
+    else:
+        size = spec_size(spec)
+    if size is None:
+        prepared = results / domain / "data" / f"{name}.parquet" if results else None
+        if prepared is not None and prepared.is_file():
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(prepared).metadata.num_rows
+    return size
+
+
+def spec_size(spec: dict[str, Any]) -> int | None:
+    """Rows of one data set spec that the config alone tells (generated `n`, MiniWob tasks × episodes, `limit`)."""
+    spec = with_preset(spec)
     if spec.get("kind") == "generated":
         size = int(spec["n"])
     elif spec.get("kind") == "miniwob":
         size = len(spec.get("tasks") or MINIWOB_TASKS) * int(spec["episodes"])
     else:
         size = None
-        prepared = results / domain / "data" / f"{name}.parquet" if results else None
-        if prepared is not None and prepared.is_file():
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(prepared).metadata.num_rows
     if spec.get("limit"):
         size = int(spec["limit"]) if size is None else min(size, int(spec["limit"]))
     return size

@@ -23,6 +23,7 @@ import copy
 import json
 from typing import Any, Callable, Iterator
 
+from envisions_flow.environments.registry import environment_class, environment_path, is_step_environment
 from envisions_flow.workflow.config import ConfigError, domain_settings
 
 DEFAULT_RUN = "envisions"
@@ -58,7 +59,6 @@ METHODS: dict[str, dict[str, Any]] = {
 
 # Methods that act one step at a time instead of writing whole programs: they need a StepEnvironment.
 AGENT_METHODS = ("ipr", "mixture")
-STEP_DOMAINS = ("web",)
 IPR_MAX_ITERATIONS = 4  # the paper's iteration cap
 
 
@@ -194,9 +194,10 @@ def _check_agent_run(config: dict[str, Any], name: str, domain: str, settings: d
     """What an IPR or mixture run needs beyond the schema: a step-mode domain, the papers' iteration caps,
     and a source of expert or reference trajectories that exists."""
     method = config["runs"][name]["method"]
-    if domain not in STEP_DOMAINS:
-        raise ConfigError(f"runs.{name}.domains: {method} acts one step at a time; only {list(STEP_DOMAINS)} have a "
-                          f"step-mode environment (docs/text-environments.md adds one)")
+    path = environment_path(domain, settings)
+    if not is_step_environment(environment_class(domain, settings)):
+        raise ConfigError(f"runs.{name}.domains: {method} acts one step at a time, and the environment of {domain} "
+                          f"({path}) has no step mode (`replay` and `step_instruction`: docs/environments.md)")
     iterations = int(settings["iterations"])
     if method == "ipr" and iterations > IPR_MAX_ITERATIONS:
         raise ConfigError(f"runs.{name}.overrides.iterations: IPR is capped at {IPR_MAX_ITERATIONS} iterations "
