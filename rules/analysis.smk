@@ -6,10 +6,10 @@ rule margins:
         "results/{run}/iter{iteration}/margins.parquet",
     log:
         "results/logs/{run}/iter{iteration}/margins.log",
+    priority: 1
     conda:
         "../envs/model.yaml"
     threads: 2
-    priority: 1
     script:
         "../scripts/margins.py"
 

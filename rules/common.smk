@@ -15,7 +15,10 @@ from envisions_flow.workflow.config import (
     train_dataset,
 )
 from envisions_flow.methods.mixture import mixture_parts
-from envisions_flow.workflow.memory_plan import check as memory_plan_check, rule_resources
+from envisions_flow.workflow.memory_plan import (
+    check as memory_plan_check,
+    rule_resources,
+)
 from envisions_flow.report.catalogue import FIGURES, REPORT_ITEMS, TABLES, report_runs
 from envisions_flow.environments.registry import sandbox_modes
 from envisions_flow.environments.sandbox import SandboxUnavailable, check_sandboxes
@@ -151,7 +154,8 @@ def train_data(wildcards):
 
 def seeded(wildcards, *keys):
     """`settings(wildcards, *keys)`, with the run's seed_offset where it has one (replicates): a changed
-    offset re-runs the rule, and runs without one keep the params their results were made with."""
+    offset re-runs the rule, and runs without one keep the params their results were made with.
+    """
     block = settings(wildcards, *keys)
     offset = settings_of(wildcards.run).get("seed_offset", 0)
     return {**block, "seed_offset": offset} if offset else block
@@ -170,11 +174,19 @@ def checkpoint_dir(run, iteration):
 def checkpoint_runs(kept):
     """A pattern for the {run} of `results/{run}/iter{iteration}/checkpoint` that matches only where that
     checkpoint is kept (`kept`), or only where it is removed once the jobs reading it are done: a
-    lookahead on the iteration that follows, as a rule cannot mark some of its outputs temp()."""
+    lookahead on the iteration that follows, as a rule cannot mark some of its outputs temp().
+    """
     alternatives = []
     for path in RUN_DIRS:
-        numbers = "|".join(str(i) for i in sorted(kept_iterations(settings_of(path)))) or "(?!)"
-        ahead = f"(?=/iter(?:{numbers})/checkpoint$)" if kept else f"(?!/iter(?:{numbers})/checkpoint$)"
+        numbers = (
+            "|".join(str(i) for i in sorted(kept_iterations(settings_of(path))))
+            or "(?!)"
+        )
+        ahead = (
+            f"(?=/iter(?:{numbers})/checkpoint$)"
+            if kept
+            else f"(?!/iter(?:{numbers})/checkpoint$)"
+        )
         alternatives.append(re.escape(path) + ahead)
     return "|".join(alternatives)
 
@@ -441,7 +453,8 @@ def report_entries(item):
 
 def report_inputs(item):
     """The files `report_entries` names, each once, and the per-item eval.parquet beside each eval.json
-    (the intervals and paired differences resample items): exactly what the table or figure reads."""
+    (the intervals and paired differences resample items): exactly what the table or figure reads.
+    """
     paths = {entry[-1] for entry in report_entries(item)}
     items = (
         {path.removesuffix(".json") + ".parquet" for path in paths}

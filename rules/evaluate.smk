@@ -7,11 +7,11 @@ rule evaluate:
         parquet="results/{run}/iter{iteration}/eval.parquet",
     log:
         "results/logs/{run}/iter{iteration}/evaluate.log",
+    # before the next iteration's sampling, which it could wait behind: the checkpoint is then removed sooner
+    priority: 1
     conda:
         "../envs/model.yaml"
     threads: 2
-    # before the next iteration's sampling, which it could wait behind: the checkpoint is then removed sooner
-    priority: 1
     params:
         settings=lambda wildcards: settings(wildcards, "eval", "execution"),
         testsets=lambda wildcards: testset_names(parse_run_dir(wildcards.run)[0]),

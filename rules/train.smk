@@ -9,10 +9,10 @@ rule train:
         u2="results/{run}/iter{iteration}/u2.parquet",
     output:
         directory("results/{run}/iter{iteration}/checkpoint"),
-    wildcard_constraints:
-        run=checkpoint_runs(kept=True),
     log:
         "results/logs/{run}/iter{iteration}/train.log",
+    wildcard_constraints:
+        run=checkpoint_runs(kept=True),
     conda:
         "../envs/train.yaml"
     threads: 2
