@@ -471,7 +471,7 @@ def caption_of(item):
 
 
 def check_memory_plan():
-    """Once every rule is defined: stop before any job when a GPU rule cannot fit what its job gets."""
+    """Once all rules are defined, stop before any job when a GPU rule cannot fit what its job gets."""
     if not workflow.is_main_process:
         return
     resources = {
