@@ -152,16 +152,61 @@ def test_a_preallocated_cache_gives_the_logits_of_a_dynamic_one_even_past_its_ca
     assert torch.allclose(logits[0], logits[1], atol=1e-4)
 
 
+# The step at which each sequence of test_samples_keep_their_own_prompt... ends (sequence = prompt * 3 + sample;
+# None: it runs to max_new_tokens). Prompts 1 and 4 leave whole, early, while the others stay; rows end in
+# ones and twos at ten different steps, so the batch is compacted many times.
+SCRIPTED_ENDS = [None, 6, 12,  1, 3, 3,  2, 9, None,  5, 15, 15,  0, 4, 4,  7, 11, None]
+
+
 def test_samples_keep_their_own_prompt_while_rows_and_prompts_leave_the_batch(backend, monkeypatch):
     """Every sample's log-prob equals a fresh forward pass, though rows finish at different steps.
 
-    " the" stands in for the end-of-sequence token, so rows end after a few tokens each and
-    leave the batch in many compactions, whole prompts among them while later ones stay; an
-    attention that mixed up rows or prompts after a compaction would give other log-probs.
+    Which rows end when is forced, not drawn: a draw that wraps the backend's own ends each sequence
+    with the end-of-sequence token at its step of SCRIPTED_ENDS and, before that step, swaps a drawn
+    stop token for the most likely other one, each forced token's log-prob read from the very logits
+    the backend computed for that row. Rows and whole prompts then leave the batch in a chosen order;
+    an attention that mixed up rows or prompts after a compaction would give other log-probs.
     """
-    from envisions_flow.generation.transformers_backend import SharedPrompts
+    import torch
 
-    stop = backend.tokenizer(" the", add_special_tokens=False)["input_ids"][-1]
+    from envisions_flow.generation import transformers_backend
+    from envisions_flow.generation.transformers_backend import RowStreams, SharedPrompts
+
+    class ScriptedStreams(RowStreams):
+        """RowStreams that know which sequence each remaining row is and the step being drawn."""
+        current = None
+
+        def __init__(self, seed, sequences):
+            super().__init__(seed, sequences)
+            self.sequences, self.step = list(sequences), None
+
+        def uniforms(self, step, device="cpu"):
+            ScriptedStreams.current, self.step = self, step
+            return super().uniforms(step, device)
+
+        def select_rows(self, keep):
+            super().select_rows(keep)
+            self.sequences = [self.sequences[i] for i in keep]
+
+    draw_tokens = transformers_backend.draw_tokens
+    end_token = backend.tokenizer.eos_token_id
+
+    def scripted_draw(logits, uniforms):
+        chosen, picked = draw_tokens(logits, uniforms)
+        streams = ScriptedStreams.current
+        probabilities = torch.softmax(logits.float(), dim=-1)
+        for position, sequence in enumerate(streams.sequences):
+            if streams.step == SCRIPTED_ENDS[sequence]:
+                token = end_token
+            elif chosen[position].item() in backend.stop_ids:
+                ordinary = probabilities[position].clone()
+                ordinary[list(backend.stop_ids)] = -1
+                token = int(ordinary.argmax())
+            else:
+                continue
+            chosen[position], picked[position] = token, probabilities[position, token].log()
+        return chosen, picked
+
     kept = []
     select_rows = SharedPrompts.select_rows
 
@@ -169,6 +214,8 @@ def test_samples_keep_their_own_prompt_while_rows_and_prompts_leave_the_batch(ba
         kept.append(sorted(set(self.prompt[index].tolist())))  # the prompts left, numbered before the call
         select_rows(self, index)
 
+    monkeypatch.setattr(transformers_backend, "RowStreams", ScriptedStreams)
+    monkeypatch.setattr(transformers_backend, "draw_tokens", scripted_draw)
     monkeypatch.setattr(SharedPrompts, "select_rows", spy)
     monkeypatch.setattr(backend, "batch_size", 18)  # the 6 prompts' 3 samples in one batch
     counted = []
@@ -185,16 +232,13 @@ def test_samples_keep_their_own_prompt_while_rows_and_prompts_leave_the_batch(ba
                              "A train travels 60 miles an hour for 3 hours. How far does it go?"]
     prompts = [backend.render(MathEnvironment().explore_prompt(Task(str(i), q, ""), False))
                for i, q in enumerate(questions)]
-    eos = backend.tokenizer.eos_token
-    backend.tokenizer.eos_token_id = stop
-    try:
-        samples = backend.sample(prompts, n=3, max_new_tokens=30, seed=7)
-    finally:
-        backend.tokenizer.eos_token = eos
-    assert backend.tokenizer.eos_token == eos
+    max_new_tokens = 20
+    samples = backend.sample(prompts, n=3, max_new_tokens=max_new_tokens, seed=7)
+    flat = [g for group in samples for g in group]
+    assert [len(g.token_ids) for g in flat] == [max_new_tokens if end is None else end + 1 for end in SCRIPTED_ENDS]
+    assert all((g.token_ids[-1] == end_token) == (end is not None) for g, end in zip(flat, SCRIPTED_ENDS))
     assert len(kept) >= 5
     assert any(left != list(range(len(left))) for left in kept)  # a prompt left while a later one stayed
-    assert 6 <= sum(g.token_ids[-1] == stop for group in samples for g in group) < 18
     assert sum(counted) == 18 and len([n for n in counted if n]) >= 5  # the bar counts each sequence as it ends
     for prompt, group in zip(prompts, samples):
         for generation in group:
