@@ -30,6 +30,21 @@ def base_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, base_model) -> Path:
+    """One uninterrupted run of test_workflow's TINY config up to iteration 1's evaluation, made once per test
+    session: the tests that compare a killed, resumed or Slurm run against it, or resume from it, share it.
+    Read it or copy it (`shutil.copytree` keeps the modification times Snakemake judges by); never write to it."""
+    import shutil
+
+    from test_workflow import TINY, TINY_TARGET, snakemake, workflow_copy
+
+    workdir = workflow_copy(tmp_path_factory.mktemp("tiny_run") / "wf")
+    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    snakemake(workdir, TINY_TARGET, config=TINY)
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def backend(base_model):
     from envisions_flow.generation.transformers_backend import TransformersBackend
 

@@ -38,8 +38,10 @@ def _config(runs: dict, iterations: int = 1) -> dict:
                     "training": {"epochs": 1, "effective_batch_size": 2, "per_device_batch_size": 2,
                                  "max_length": 2048},
                     "steps": {"max_steps": 4, "max_new_tokens": 40},
-                    "ipr": {"mc_rollouts": 2, "epochs": 1},
-                    "mixture": {"samples_per_task": 2, "synthetic_tasks": 2, "bootstrap_samples": 50}}},
+                    # one rollout per step and one synthesis round: each still runs, at a fraction of the cost
+                    "ipr": {"mc_rollouts": 1, "epochs": 1},
+                    "mixture": {"samples_per_task": 2, "synthetic_tasks": 2, "synthetic_attempts": 1,
+                                "bootstrap_samples": 50}}},
         "runs": runs,
     }
 

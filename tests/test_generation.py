@@ -84,7 +84,11 @@ def test_generation_stops_on_every_eos_id_of_the_generation_config_as_vllm_does(
 
 
 def test_greedy_decoding_matches_transformers_generate(backend):
-    """The hand-written decoding loop (left padding, cache, rows leaving the batch) agrees with `generate`."""
+    """The hand-written decoding loop (left padding, cache, rows leaving the batch) agrees with `generate`.
+
+    Both take the most likely token, from logits that batching, padding and the attention kernel round
+    differently (by ~1e-5): the two may part only where the top two tokens are that close, a tie.
+    """
     import torch
 
     prompts = _prompts(backend, few_shot=False) + _prompts(backend, few_shot=True)
@@ -95,7 +99,15 @@ def test_greedy_decoding_matches_transformers_generate(backend):
             reference = backend.model.generate(**encoded, do_sample=False, max_new_tokens=24,
                                                eos_token_id=backend.tokenizer.eos_token_id,
                                                pad_token_id=backend.tokenizer.pad_token_id)
-        assert generation.token_ids == tuple(reference[0, encoded["input_ids"].shape[1]:].tolist())
+        theirs = tuple(reference[0, encoded["input_ids"].shape[1]:].tolist())
+        if generation.token_ids != theirs:
+            parted = next((i for i, (a, b) in enumerate(zip(generation.token_ids, theirs)) if a != b), None)
+            assert parted is not None, f"one stopped early: {generation.token_ids} and {theirs}"
+            ids = torch.cat([encoded["input_ids"][0], torch.tensor(theirs[:parted])])[None]
+            with torch.inference_mode():
+                logits = backend.model(ids).logits[0, -1]
+            gap = (logits[generation.token_ids[parted]] - logits[theirs[parted]]).abs().item()
+            assert gap < 1e-3, f"greedy parted from generate at token {parted} with a logit gap of {gap}"
 
 
 def test_drawn_tokens_follow_the_distribution_and_carry_its_log_probs():

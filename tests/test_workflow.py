@@ -33,11 +33,14 @@ TINY = {
             },
             "explore": {"k": 2, "max_new_tokens": 48},
             "refine": {"max_new_tokens": 48},
-            "eval": {"max_new_tokens": 48},
+            # the inference-time refine pass (config.yaml's default) runs in test_named_runs' refined_eval run
+            "eval": {"max_new_tokens": 48, "self_refine": False},
             "training": {"epochs": 1, "effective_batch_size": 2, "per_device_batch_size": 2, "max_length": 384},
         }
     },
 }
+# What the session's shared run of TINY builds (conftest.py's `tiny_run`): every stage of one iteration.
+TINY_TARGET = "results/math/iter1/eval.json"
 
 
 def workflow_copy(directory: Path) -> Path:
@@ -177,55 +180,70 @@ def test_default_and_demo_configs_are_valid_and_lint_clean():
 
 # ---- the real loop on the real model --------------------------------------------------------------
 
-def _planned_rules(dry_run_output: str) -> set[str]:
-    rules, in_stats = set(), False
+def _planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> number of jobs, from the job statistics of a dry run's (or a run's) output."""
+    jobs, in_stats = {}, False
     for line in dry_run_output.splitlines():
         if line.startswith("job ") and "count" in line:
             in_stats = True
         elif in_stats and line.strip() and not line.startswith("-"):
-            name = line.split()[0]
+            name, count = line.split()[:2]
             if name == "total":
                 break
-            rules.add(name)
-    return rules
+            jobs[name] = int(count)
+    return jobs
+
+
+def _planned_rules(dry_run_output: str) -> set[str]:
+    return set(_planned_jobs(dry_run_output))
 
 
 @pytest.mark.slow
-def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model: Path):
-    workdir = workflow_copy(tmp_path / "wf")
-    shutil.copytree(base_model, workdir / "results" / "models" / "base")
-    iteration = workdir / "results" / "math" / "iter1"
-
-    # One target builds exactly what it needs.
-    snakemake(workdir, "results/math/iter1/samples.exec.parquet", config=TINY)
-    assert sorted(p.name for p in iteration.iterdir()) == ["samples.exec.parquet", "samples.parquet"]
-    samples = art.read_table(iteration / "samples.parquet", art.GENERATIONS)
+@pytest.mark.timeout(1800)  # it may make the session's shared run first
+def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model: Path, tiny_run: Path):
+    # One target plans exactly what it needs, and those jobs make what it asked for (the session's run).
+    fresh = workflow_copy(tmp_path / "fresh")
+    shutil.copytree(base_model, fresh / "results" / "models" / "base")
+    planned = snakemake(fresh, "-n", "results/math/iter1/samples.exec.parquet", config=TINY)
+    # the training data only (none of the test sets), its samples and their execution
+    assert _planned_jobs(planned.stdout + planned.stderr) == {"prepare_data": 1, "explore": 1, "execute": 1}
+    samples = art.read_table(tiny_run / "results/math/iter1/samples.parquet", art.GENERATIONS)
     assert samples.groupby("id").size().tolist() == [2, 2, 2]
     assert (samples["self_reward"] - samples["logprob_sum"] / samples["n_tokens"]).abs().max() < 1e-9
-    executions = art.read_table(iteration / "samples.exec.parquet", art.EXECUTIONS)
+    executions = art.read_table(tiny_run / "results/math/iter1/samples.exec.parquet", art.EXECUTIONS)
     assert set(executions["b"]) <= {0, 1} and len(executions) == 6
 
-    # Kill the run with SIGKILL in the middle of training, then resume.
+    # The session's finished run without its training and evaluation: start those, and kill the run with
+    # SIGKILL once training has begun (its log is opened when the job starts), then resume.
+    workdir = tmp_path / "wf"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    iteration = workdir / "results" / "math" / "iter1"
+    shutil.rmtree(iteration / "checkpoint")
+    for name in ("eval.json", "eval.parquet"):
+        (iteration / name).unlink()
+    train_log = workdir / "results" / "logs" / "math" / "iter1" / "train.log"
+    train_log.unlink()
+    finished = {path.name: path.stat().st_mtime_ns for path in iteration.glob("*.parquet")}
+    assert {"refinements.parquet", "pool.parquet", "u1.parquet", "u2.parquet"} <= set(finished)
     # the target goes before --configfile, which takes several values
     command = [*SNAKEMAKE, "--cores", "2", "results/math/iter1/eval.json", "--configfile", "test.yaml"]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 600
-    while not (iteration / "u2.parquet").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(2)
+    while not train_log.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before its training started"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finished = {path.name: path.stat().st_mtime_ns for path in iteration.glob("*.parquet")}
-    assert {"refinements.parquet", "pool.parquet", "u1.parquet", "u2.parquet"} <= set(finished)
-    assert not (iteration / "eval.json").exists()
+    assert not (iteration / "checkpoint").exists() and not (iteration / "eval.json").exists()
 
     # A hard kill leaves Snakemake's lock behind (Ctrl-C would release it): unlock, as the README says.
     locked = snakemake(workdir, "results/math/iter1/eval.json", config=TINY, check=False)
     assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
     assert "--unlock" in locked.stdout + locked.stderr  # the message says what to do
     snakemake(workdir, "--unlock", "results/math/iter1/eval.json", config=TINY)
-    snakemake(workdir, "--rerun-incomplete", "results/math/iter1/eval.json", config=TINY)
+    resumed = snakemake(workdir, "--rerun-incomplete", "results/math/iter1/eval.json", config=TINY)
+    assert _planned_rules(resumed.stdout + resumed.stderr) == {"train", "evaluate"}
     for name, mtime in finished.items():
         assert (iteration / name).stat().st_mtime_ns == mtime, f"{name} was redone after the resume"
     assert not list(iteration.glob(".*.tmp")) and not (iteration / "checkpoint.partial").exists()
@@ -291,15 +309,15 @@ def _artifact_rows(workdir: Path) -> dict[str, pd.DataFrame]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # it may make the session's shared run first
 def test_sigkill_in_every_stage_then_resume_gives_the_artifacts_of_an_uninterrupted_run(tmp_path: Path,
-                                                                                         base_model: Path):
+                                                                                         base_model: Path,
+                                                                                         tiny_run: Path):
     import random
 
-    target = "results/math/iter1/eval.json"
-    reference, killed = workflow_copy(tmp_path / "reference"), workflow_copy(tmp_path / "killed")
-    for workdir in (reference, killed):
-        shutil.copytree(base_model, workdir / "results" / "models" / "base")
-    snakemake(reference, target, config=TINY)
+    target, reference = TINY_TARGET, tiny_run  # the session's uninterrupted run of the same config
+    killed = workflow_copy(tmp_path / "killed")
+    shutil.copytree(base_model, killed / "results" / "models" / "base")
 
     # Start, and kill (SIGKILL, the whole process group) at a random moment of each job not killed before;
     # then unlock and start again, until the target is built.
@@ -417,7 +435,9 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, ba
     workdir = workflow_copy(tmp_path / "wf")
     shutil.copytree(base_model, workdir / "results" / "models" / "base")
     # iteration 1's checkpoints are kept (they would be removed once read) to check what they were trained from
-    config = merged({"domains": {"math": {"iterations": 2, "keep_checkpoints": [1]}}})
+    # one question per test set, in each of the five evaluations these targets need
+    config = merged({"domains": {"math": {"iterations": 2, "keep_checkpoints": [1],
+                                          "testsets": {"generated": {"n": 1}, "generated_hard": {"n": 1}}}}})
     teacher = {"base_url": teacher_server["base_url"], "model": teacher_server["model"]}
     warmup = tmp_path / "warmup.jsonl"
     warmup.write_text('{"prompt": "Say hi.", "completion": "Hi!"}\n{"prompt": "2 + 2?", "completion": "4"}\n')
