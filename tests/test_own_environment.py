@@ -23,7 +23,7 @@ SMALL = {"iterations": 1, "explore": {"k": 2, "max_new_tokens": 40}, "refine": {
          "training": {"epochs": 1, "effective_batch_size": 2, "per_device_batch_size": 2, "max_length": 384}}
 
 
-def _domain(environment: str, n: int = 3) -> dict:
+def _domain(environment: str, n: int = 2) -> dict:
     return {"environment": environment, **SMALL,
             "train": {"kind": "generated", "n": n, "split": "train", "seed": 1},
             "testsets": {"heldin": {"kind": "generated", "n": n, "split": "test", "seed": 2}}}
@@ -92,7 +92,7 @@ def test_envisions_a_baseline_and_the_report_run_on_environments_outside_the_pac
     for domain in ("sql", "counter"):
         for run in ("", "/star"):
             evaluation = json.loads((workdir / f"results/{domain}{run}/iter1/eval.json").read_text())
-            assert evaluation["domain"] == domain and evaluation["testsets"]["heldin"]["n"] == 3
+            assert evaluation["domain"] == domain and evaluation["testsets"]["heldin"]["n"] == 2
             assert (workdir / f"results/{domain}{run}/summary.md").exists()
     table = (workdir / "results/report/table2.md").read_text()
     assert "sql/heldin" in table and "counter/heldin" in table and "star" in table
