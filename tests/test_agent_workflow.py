@@ -151,6 +151,7 @@ def expert_endpoint():
 
 @pytest.mark.slow
 @pytest.mark.browser
+@pytest.mark.timeout(1800)  # its Snakemake run may take 1500 s on a loaded machine
 @CHROMIUM
 def test_ipr_and_mixture_a_run_end_to_end(tmp_path: Path, base_model: Path, expert_endpoint: str):
     workdir = workflow_copy(tmp_path / "wf")
