@@ -199,7 +199,9 @@ def _sampling(shape: ModelShape, generation: Mapping[str, Any], resources: Resou
         return (vllm_estimate(shape, tp, utilization, length), None,
                 "generation.max_model_len, or more GPUs for tensor parallelism")
     dtype = {"auto": 2 if on_gpu else 4, "float32": 4}.get(generation["dtype"], 2)
-    batch = int(generation["batch_size"])
+    # "auto" decodes as many prompts together as the free memory holds (transformers_backend.auto_batch):
+    # the job fits when one prompt's n samples do
+    batch = n if generation["batch_size"] == "auto" else int(generation["batch_size"])
     estimate = sampling_estimate(shape, batch, n, max_new_tokens, dtype, models, on_gpu=on_gpu)
     largest = next((size for size in range(batch - 1, 0, -1)
                     if sampling_estimate(shape, size, n, max_new_tokens, dtype, models, on_gpu=on_gpu).fits(
