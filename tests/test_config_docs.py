@@ -11,7 +11,7 @@ README tables of keys: a table whose first header cell is `key` (top level) or `
 path, `<name>` standing for any name, e.g. ``key in `domains.<domain>` ``); its first column names one key or
 several, in backticks, dotted below the scope (`explore.k`), a name starting with a dot continuing the
 previous one's parent (`mixture.lora.r`, `.alpha`); with a `default` column the cell starts with the default
-(several keys: one value each, comma-separated), before any parenthesised remark.
+(several keys: one value each, comma-separated, or one for all), before any parenthesised remark.
 """
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ def parse_value(text: str):
 
 def stated_defaults(row: Row) -> list:
     """The row's default per key: NO_DEFAULT, or the value the cell starts with."""
-    cell = re.sub(r"\s*\(.*\)\s*$", "", row.default or "").strip()  # a trailing remark: `2 (logic: 5)`
+    cell = re.sub(r"\s*\(.*\)\s*$", "", row.default or "").strip()  # a trailing remark: `2 (`config.yaml`: logic 5, web 10)`
     if cell in ("", NO_DEFAULT):
         return [NO_DEFAULT] * len(row.keys)
     values = split_top_level(cell) if len(row.keys) > 1 else [cell]
