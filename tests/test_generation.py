@@ -292,7 +292,8 @@ def test_auto_batch_holds_every_sequence_that_fits_in_half_the_free_memory(base_
 
 MEMORY_PROBE = """
 import sys, threading, time
-from envisions_flow.generation.transformers_backend import AUTO_BATCH_MEMORY_SHARE, TransformersBackend, auto_batch
+from envisions_flow.generation.batch_memory import AUTO_BATCH_MEMORY_SHARE, auto_batch
+from envisions_flow.generation.transformers_backend import TransformersBackend
 backend = TransformersBackend(sys.argv[1], batch_size="auto", progress=False)
 prompt = " ".join(["apple"] * 400)
 length = len(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
