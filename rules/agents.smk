@@ -14,9 +14,7 @@ rule agent_source:
     conda:
         "../envs/model.yaml"
     params:
-        source=lambda wildcards: agent_settings(
-            wildcards, "agent_source", "steps", "execution"
-        ),
+        settings=stage_params("agent_source"),
     script:
         "../scripts/agent_source.py"
 
@@ -33,11 +31,8 @@ rule agent_evaluate:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: agent_settings(
-            wildcards, "steps", "execution", "ipr", "mixture"
-        ),
+        settings=stage_params("agent_evaluate"),
         testsets=lambda wildcards: testset_names(parse_run_dir(wildcards.agent_run)[0]),
-        generation=config["generation"],
     script:
         "../scripts/agent_evaluate.py"
 

@@ -10,6 +10,8 @@ rule margins:
     conda:
         "../envs/model.yaml"
     threads: 2
+    params:
+        settings=stage_params("margins"),
     script:
         "../scripts/margins.py"
 
@@ -23,6 +25,8 @@ rule analysis:
         "results/logs/{run}/analysis.log",
     conda:
         "../envs/cpu.yaml"
+    params:
+        settings=stage_params("analysis"),
     script:
         "../scripts/analysis.py"
 

@@ -19,23 +19,29 @@ from envisions_flow.workflow.memory_plan import (
     check as memory_plan_check,
     rule_resources,
 )
-from envisions_flow.report.catalogue import FIGURES, REPORT_ITEMS, TABLES, report_runs
+from envisions_flow.report.catalogue import FIGURES, REPORT_ITEMS, TABLES
 from envisions_flow.environments.registry import sandbox_modes
 from envisions_flow.environments.sandbox import SandboxUnavailable, check_sandboxes
+from envisions_flow.workflow.dag import (
+    BASE_MODEL,
+    artifact_path,
+    checkpoint_runs as dag_checkpoint_runs,
+    data_params,
+    model_params,
+    report_entries as dag_report_entries,
+    report_inputs as dag_report_inputs,
+    rule_params,
+    run_views,
+)
 from envisions_flow.workflow.runs import (
     agent_run_dirs,
-    all_run_dirs,
     check_runs,
     method_of,
     pipeline_run_dirs,
     first_policy,
-    kept_iterations,
     parse_run_dir,
-    replicates_of,
     run_dir,
-    run_settings,
     runs_of,
-    shared_run_dir,
     with_replicates,
 )
 
@@ -74,7 +80,6 @@ if unknown_runs:
     raise WorkflowError(
         f"invalid configuration: default_runs names unconfigured runs {sorted(unknown_runs)}"
     )
-BASE_MODEL = "results/models/base"
 RUN_DIRS = pipeline_run_dirs(config)
 AGENT_RUN_DIRS = agent_run_dirs(config)
 
@@ -89,60 +94,36 @@ wildcard_constraints:
     dataset=r"[^/]+",
 
 
-@functools.cache
+VIEWS = run_views(
+    config
+)  # each run's settings (its view), computed once: the config is fixed
+
+
 def settings_of(run):
-    """A run's merged settings, computed once: the DAG asks for them thousands of times and config is fixed."""
-    return run_settings(config, *parse_run_dir(run))
+    """A run's merged settings (the view its stages' settings objects are resolved from)."""
+    return VIEWS[run]
 
 
-def settings(wildcards, *keys):
-    """A run's settings (or the sub-blocks named), as rule params for rerun triggers."""
-    block = settings_of(wildcards.run)
-    return {key: block[key] for key in keys} if keys else block
+def strategy(run):
+    return VIEWS[run]["strategy"]
 
 
-def strategy(run, *keys):
-    """A run's strategy (or the keys named: rule params list only what the rule reads, for rerun triggers)."""
-    block = settings_of(run)["strategy"]
-    return {key: block[key] for key in keys} if keys else block
+@functools.cache
+def stage_params_of(rule_name, run):
+    return rule_params(VIEWS[run], rule_name)
 
 
-# What an artifact depends on beyond the base model, for sharing it between runs:
-# iteration 1 samples and refinements, and the base model's evaluation (iteration 0).
-SHARED = {
-    "samples": (("train", "explore", "teacher", "seed_offset"), ("explorer",)),
-    "samples.exec": (
-        ("train", "explore", "teacher", "execution", "seed_offset"),
-        ("explorer",),
-    ),
-    "refinements": (
-        ("train", "explore", "teacher", "refine", "seed_offset"),
-        ("refine", "explorer"),
-    ),
-    "refinements.exec": (
-        ("train", "explore", "teacher", "refine", "execution", "seed_offset"),
-        ("refine", "explorer"),
-    ),
-    "eval": (("testsets", "eval", "execution"), ()),
-}
+def stage_params(rule_name):
+    """A rule's params: its stage's settings object as a plain dict (the rerun trigger)."""
+    return lambda wildcards: stage_params_of(
+        rule_name, getattr(wildcards, "run", None) or wildcards.agent_run
+    )
 
 
+@functools.cache
 def artifact(run, iteration, name, extension="parquet"):
     """The path of a run's artifact, read from the first run with equal settings where it can be shared."""
-    iteration = int(iteration)
-    shareable = (iteration == 1 and name != "eval") or (
-        iteration == 0 and name == "eval"
-    )
-    if shareable and name in SHARED:
-        domain, run_name = parse_run_dir(run)
-        run = shared_run_dir(
-            config,
-            domain,
-            run_name,
-            *SHARED[name],
-            settings_of=lambda domain, name: settings_of(run_dir(domain, name)),
-        )
-    return f"results/{run}/iter{iteration}/{name}.{extension}"
+    return artifact_path(VIEWS, run, iteration, name, extension)
 
 
 def train_data(wildcards):
@@ -152,43 +133,13 @@ def train_data(wildcards):
     return f"results/{domain}/data/{name}.parquet"
 
 
-def seeded(wildcards, *keys):
-    """`settings(wildcards, *keys)`, with the run's seed_offset where it has one (replicates): a changed
-    offset re-runs the rule, and runs without one keep the params their results were made with.
-    """
-    block = settings(wildcards, *keys)
-    offset = settings_of(wildcards.run).get("seed_offset", 0)
-    return {**block, "seed_offset": offset} if offset else block
-
-
-def explore_params(wildcards):
-    """Explore settings, and the teacher's for runs whose samples come from a teacher endpoint."""
-    teacher = strategy(wildcards.run)["explorer"] == "teacher"
-    return seeded(wildcards, "explore", *(["teacher"] if teacher else []))
-
-
 def checkpoint_dir(run, iteration):
     return f"results/{run}/iter{iteration}/checkpoint"
 
 
 def checkpoint_runs(kept):
-    """A pattern for the {run} of `results/{run}/iter{iteration}/checkpoint` that matches only where that
-    checkpoint is kept (`kept`), or only where it is removed once the jobs reading it are done: a
-    lookahead on the iteration that follows, as a rule cannot mark some of its outputs temp().
-    """
-    alternatives = []
-    for path in RUN_DIRS:
-        numbers = (
-            "|".join(str(i) for i in sorted(kept_iterations(settings_of(path))))
-            or "(?!)"
-        )
-        ahead = (
-            f"(?=/iter(?:{numbers})/checkpoint$)"
-            if kept
-            else f"(?!/iter(?:{numbers})/checkpoint$)"
-        )
-        alternatives.append(re.escape(path) + ahead)
-    return "|".join(alternatives)
+    """The {run} pattern of the checkpoints a run keeps (`kept`) or removes once read (workflow/dag.py)."""
+    return dag_checkpoint_runs({path: VIEWS[path] for path in RUN_DIRS}, kept)
 
 
 def first_model(run):
@@ -339,12 +290,6 @@ def mixture_train_inputs(wildcards):
     return inputs
 
 
-def agent_settings(wildcards, *keys):
-    """An agent run's settings (or the blocks named), as rule params."""
-    block = settings_of(wildcards.agent_run)
-    return {key: block[key] for key in keys} if keys else block
-
-
 def source_run(agent_run):
     """The whole-program run whose successes an agent run learns from or compares to."""
     domain = parse_run_dir(agent_run)[0]
@@ -428,40 +373,11 @@ def agent_results(wildcards):
 
 
 def report_entries(item):
-    """(domain, run, path) of each run a table or figure compares: the last iteration's eval.json, every
-    iteration's (an agent run's tables, also naming the iteration) or analysis.parquet; the report scripts
-    read the run from here, not from the file, which may be shared with another run."""
-    entries = []
-    reads = REPORT_ITEMS[item].reads
-    for domain, run in report_runs(config, REPORT_ITEMS[item].runs):
-        directory = run_dir(domain, run)
-        if reads == "evals":
-            entries += [
-                [domain, run, i, f"results/{directory}/iter{i}/eval.json"]
-                for i in range(iterations(directory) + 1)
-            ]
-            continue
-        for replicate in replicates_of(config, domain, run):  # one entry per replicate
-            directory = run_dir(domain, replicate)
-            if reads == "eval":
-                path = artifact(directory, iterations(directory), "eval", "json")
-            else:
-                path = f"results/{directory}/analysis.parquet"
-            entries.append([domain, run, path])
-    return entries
+    return dag_report_entries(config, VIEWS, item)
 
 
 def report_inputs(item):
-    """The files `report_entries` names, each once, and the per-item eval.parquet beside each eval.json
-    (the intervals and paired differences resample items): exactly what the table or figure reads.
-    """
-    paths = {entry[-1] for entry in report_entries(item)}
-    items = (
-        {path.removesuffix(".json") + ".parquet" for path in paths}
-        if REPORT_ITEMS[item].reads == "eval"
-        else set()
-    )
-    return sorted(paths | items)
+    return dag_report_inputs(config, VIEWS, item)
 
 
 def caption_of(item):

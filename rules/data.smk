@@ -6,6 +6,8 @@ rule prepare_data:
     conda:
         "../envs/cpu.yaml"
     params:
-        spec=lambda wildcards: dataset_spec(config, wildcards.domain, wildcards.dataset),
+        settings=lambda wildcards: data_params(
+            config, wildcards.domain, wildcards.dataset
+        ),
     script:
         "../scripts/prepare_data.py"

@@ -13,8 +13,7 @@ rule evaluate:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: settings(wildcards, "eval", "execution"),
+        settings=stage_params("evaluate"),
         testsets=lambda wildcards: testset_names(parse_run_dir(wildcards.run)[0]),
-        generation=config["generation"],
     script:
         "../scripts/evaluate.py"

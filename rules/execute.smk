@@ -11,6 +11,6 @@ rule execute:
         "../envs/cpu.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: settings(wildcards, "execution"),
+        settings=stage_params("execute"),
     script:
         "../scripts/execute.py"

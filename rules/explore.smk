@@ -10,7 +10,6 @@ rule explore:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=explore_params,
-        generation=config["generation"],
+        settings=stage_params("explore"),
     script:
         "../scripts/explore.py"

@@ -16,7 +16,7 @@ rule ipr_sft:
         "../envs/train.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: agent_settings(wildcards, "training"),
+        settings=stage_params("ipr_sft"),
     script:
         "../scripts/ipr_sft.py"
 
@@ -37,10 +37,7 @@ rule ipr_explore:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: agent_settings(
-            wildcards, "steps", "execution", "ipr"
-        ),
-        generation=config["generation"],
+        settings=stage_params("ipr_explore"),
     script:
         "../scripts/ipr_explore.py"
 
@@ -60,6 +57,6 @@ rule ipr_train:
         "../envs/train.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: agent_settings(wildcards, "training", "ipr"),
+        settings=stage_params("ipr_train"),
     script:
         "../scripts/ipr_train.py"

@@ -18,10 +18,7 @@ rule mixture_indomain:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: agent_settings(
-            wildcards, "steps", "execution", "mixture"
-        ),
-        generation=config["generation"],
+        settings=stage_params("mixture_indomain"),
     script:
         "../scripts/mixture_indomain.py"
 
@@ -41,8 +38,7 @@ rule mixture_synthetic:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: agent_settings(wildcards, "steps", "mixture"),
-        generation=config["generation"],
+        settings=stage_params("mixture_synthetic"),
     script:
         "../scripts/mixture_synthetic.py"
 
@@ -60,6 +56,6 @@ rule mixture_train:
         "../envs/train.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: agent_settings(wildcards, "training", "mixture"),
+        settings=stage_params("mixture_train"),
     script:
         "../scripts/mixture_train.py"

@@ -7,6 +7,6 @@ rule convert_base_model:
         "../envs/cpu.yaml"
     threads: 2
     params:
-        model=config["model"],
+        settings=model_params(config),
     script:
         "../scripts/convert_base_model.py"

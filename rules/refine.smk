@@ -10,7 +10,6 @@ rule refine:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: seeded(wildcards, "refine"),
-        generation=config["generation"],
+        settings=stage_params("refine"),
     script:
         "../scripts/refine.py"

@@ -8,7 +8,7 @@ rule pool:
     conda:
         "../envs/cpu.yaml"
     params:
-        strategy=lambda wildcards: strategy(wildcards.run, "refine", "pool"),
+        settings=stage_params("pool"),
     script:
         "../scripts/pool.py"
 
@@ -24,8 +24,7 @@ rule select:
     conda:
         "../envs/cpu.yaml"
     params:
-        settings=lambda wildcards: seeded(wildcards, "selection"),
-        strategy=lambda wildcards: strategy(wildcards.run, "ranking", "dpo", "labels"),
+        settings=stage_params("select"),
     script:
         "../scripts/select.py"
 
@@ -42,7 +41,6 @@ rule judge:
         "../envs/model.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: seeded(wildcards, "self_rewarding"),
-        generation=config["generation"],
+        settings=stage_params("judge"),
     script:
         "../scripts/judge.py"

@@ -17,8 +17,7 @@ rule train:
         "../envs/train.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: settings(wildcards, "training", "dpo"),
-        strategy=lambda wildcards: strategy(wildcards.run, "sft", "l2", "dpo", "init"),
+        settings=stage_params("train"),
     script:
         "../scripts/train.py"
 
@@ -41,6 +40,6 @@ rule warmup:
         "../envs/train.yaml"
     threads: 2
     params:
-        settings=lambda wildcards: settings(wildcards, "training", "self_rewarding"),
+        settings=stage_params("warmup"),
     script:
         "../scripts/warmup.py"

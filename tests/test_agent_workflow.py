@@ -82,7 +82,8 @@ def test_agent_runs_are_checked_against_their_papers_and_sources():
 def test_whole_programs_become_step_trajectories_that_replay_to_success(tmp_path: Path):
     """An ENVISIONS run's solved programs, split into agent calls and replayed prefix by prefix."""
     from envisions_flow.environments.base import Task
-    from envisions_flow.environments.web import ONE_SHOT, WebEnvironment
+    from envisions_flow.environments.web import WebEnvironment
+    from envisions_flow.environments.web_prompts import ONE_SHOT
     from envisions_flow.stages.agents import trajectories_from_programs
 
     environment = WebEnvironment(workers=2)
@@ -113,7 +114,7 @@ class ScriptedExpert(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        from envisions_flow.environments.web import STEP_INSTRUCTION
+        from envisions_flow.environments.web_prompts import STEP_INSTRUCTION
 
         messages = body["messages"]
         # the episode starts at the last turn opening with the instruction (a worked example may come first)

@@ -157,7 +157,8 @@ def test_trajectory_example_masks_everything_but_the_agents_turns(base_model):
 @pytest.mark.browser
 def test_web_step_mode_replays_the_worked_episode_page_by_page():
     """The few-shot episode is real: each prefix of its actions leaves exactly the page it shows next."""
-    from envisions_flow.environments.web import ONE_SHOT, STEP_EXAMPLE_STEPS, WebEnvironment
+    from envisions_flow.environments.web import WebEnvironment
+    from envisions_flow.environments.web_prompts import ONE_SHOT, STEP_EXAMPLE_STEPS
 
     environment = WebEnvironment(workers=2)
     (observation,) = environment.observe([("enter-text", 7)])

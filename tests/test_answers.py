@@ -3,7 +3,7 @@
 import pytest
 
 from envisions_flow.environments import math_answers as answers
-from envisions_flow.environments.fork_server import BOOL, COMPLEX, CONTAINER, EXPRESSION, MAPPING, NUMBER, OTHER, STRING
+from envisions_flow.environments.values import BOOL, COMPLEX, CONTAINER, EXPRESSION, MAPPING, NUMBER, OTHER, STRING
 from envisions_flow.environments.math_answers import (ABSOLUTE, JUDGE_TIMEOUT, math_verify_verdicts, numbers_match,
                                                       numeric_verdict, parse_number, symbolic_verdict, unbox,
                                                       verify_latex)

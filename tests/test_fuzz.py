@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from envisions_flow.environments import logic_programs, web_programs
-from envisions_flow.environments.web import ONE_SHOT
+from envisions_flow.environments.web_prompts import ONE_SHOT
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

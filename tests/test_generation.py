@@ -338,8 +338,45 @@ def test_auto_batch_holds_every_sequence_that_fits_in_half_the_free_memory(base_
     assert per_token == 46_080  # SmolLM2-135M in float32: 46 KB of keys and values per token
     plenty = 1 << 40
     assert auto_batch(config, 100, 5, 128, plenty, 4, 512) == 102  # the row cap: 512 // 5 prompts
-    # 8 GiB free: half of it over (100 + 5 x 128) tokens of cache, the prefill and 5 rows of logits per prompt
-    prefill = config.num_attention_heads * 100**2 * 4 + 2 * 100 * config.intermediate_size * 4
+    # 8 GiB free: half of it over (100 + 5 x 128) tokens of cache, the prefill (scores and MLP activations three
+    # times over) and 5 rows of logits per prompt
+    prefill = 3 * (config.num_attention_heads * 100**2 * 4 + 100 * config.intermediate_size * 4)
     per_prompt = (100 + 5 * 128) * per_token + prefill + 4 * 5 * config.vocab_size * 4
     assert auto_batch(config, 100, 5, 128, 8 << 30, 4, 10_000) == (4 << 30) // per_prompt
     assert auto_batch(config, 100, 5, 128, 0, 4, 512) == 1  # never less than one prompt
+
+
+MEMORY_PROBE = """
+import sys, threading, time
+from envisions_flow.generation.batch_memory import AUTO_BATCH_MEMORY_SHARE, auto_batch
+from envisions_flow.generation.transformers_backend import TransformersBackend
+backend = TransformersBackend(sys.argv[1], batch_size="auto", progress=False)
+prompt = " ".join(["apple"] * 400)
+length = len(backend.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+free = 1 << 30
+prompts = auto_batch(backend.model.config, length, 1, 16, free, 4, 512)
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
+start, peak = rss(), [0]
+def watch():
+    while True:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.005)
+threading.Thread(target=watch, daemon=True).start()
+backend.greedy([prompt] * prompts, 16)
+time.sleep(0.05)
+print(prompts, peak[0] - start, int(free * AUTO_BATCH_MEMORY_SHARE))
+"""
+
+
+@pytest.mark.slow
+def test_an_auto_batch_stays_within_its_share_of_the_free_memory(base_model):
+    """The estimate against the process's real peak: the prompts auto_batch lets a 1 GiB budget decode together
+    (400-token prompts, so the prefill's scores and activations weigh as much as the caches) stay under half of it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(base_model)], capture_output=True, text=True,
+                          timeout=600, check=True)
+    prompts, peak, budget = map(int, done.stdout.split())
+    assert prompts >= 4  # the budget holds several prompts: the test measures the batch, not one row
+    assert peak <= budget, f"{prompts} prompts took {peak / 2**20:.0f} MiB above the loaded model, planned {budget / 2**20:.0f}"

@@ -19,6 +19,7 @@ from envisions_flow.stages.analysis import analyze
 from envisions_flow.stages.select import build_pool
 from envisions_flow.workflow import artifacts as art
 from envisions_flow.workflow.config import ConfigError
+from envisions_flow.workflow.dag import run_views, shared_run_dir
 from envisions_flow.workflow.runs import (
     DEFAULT_RUN,
     ENVISIONS,
@@ -31,7 +32,6 @@ from envisions_flow.workflow.runs import (
     run_dir,
     run_settings,
     runs_of,
-    shared_run_dir,
     training_plan,
     with_replicates,
 )
@@ -43,7 +43,7 @@ def _config(runs: dict) -> dict:
     domain = {"iterations": 3, "train": {"kind": "generated"}, "testsets": {"t": {"kind": "generated"}},
               "explore": {"k": 5, "max_new_tokens": 64, "few_shot_iterations": 1}, "refine": {"max_new_tokens": 64},
               "eval": {"max_new_tokens": 64, "self_refine": False}, "execution": {"timeout_s": 2},
-              "selection": {"n1": 10, "n2": 2, "u1_rule": "authors"}}
+              "selection": {"n1": 10, "n2": 2, "u1_rule": "authors"}, "training": {}}
     return {"domains": {"math": domain, "logic": dict(domain)}, "runs": runs}
 
 
@@ -95,16 +95,13 @@ def test_artifacts_are_shared_only_between_runs_with_equal_settings():
                       "k10": {"method": "envisions", "overrides": {"explore": {"k": 10}}},
                       "k10_star": {"method": "star", "overrides": {"explore": {"k": 10}}},
                       "refined_eval": {"method": "envisions", "overrides": {"eval": {"self_refine": True}}}})
-    samples = (("train", "explore"), ())
-    refinements = (("train", "explore", "refine"), ("refine",))
-    evaluation = (("testsets", "eval", "execution"), ())
-    assert shared_run_dir(config, "math", "star", *samples) == "math"
-    assert shared_run_dir(config, "math", "k10", *samples) == "math/k10"
-    assert shared_run_dir(config, "math", "k10_star", *samples) == "math/k10"
-    assert shared_run_dir(config, "math", "no_l2", *refinements) == "math"
-    assert shared_run_dir(config, "math", "star", *refinements) == "math/star"  # STaR makes none
-    assert shared_run_dir(config, "math", "star", *evaluation) == "math"
-    assert shared_run_dir(config, "math", "refined_eval", *evaluation) == "math/refined_eval"
+    views = run_views(config)
+    assert shared_run_dir(views, "math/star", "samples") == "math"
+    assert shared_run_dir(views, "math/k10", "samples") == "math/k10"
+    assert shared_run_dir(views, "math/k10_star", "samples.exec") == "math/k10"
+    assert shared_run_dir(views, "math/no_l2", "refinements") == "math"
+    assert shared_run_dir(views, "math/star", "eval") == "math"
+    assert shared_run_dir(views, "math/refined_eval", "eval") == "math/refined_eval"
 
 
 def test_replicates_are_runs_of_their_own_that_move_every_seed():
@@ -126,9 +123,9 @@ def test_replicates_are_runs_of_their_own_that_move_every_seed():
     assert third["seed_offset"] == 2 and third["training"]["seed"] == 7
     assert third["strategy"] == run_settings(expanded, "math", "star")["strategy"] and is_replicate(expanded, "star_rep3")
     # a replicate explores its own samples: iteration 1 is shared with equal seeds only
-    samples = (("train", "explore", "seed_offset"), ())
-    assert shared_run_dir(expanded, "math", "star_rep2", *samples) == "math/envisions_rep2"
-    assert shared_run_dir(expanded, "math", "envisions_rep2", *samples) == "math/envisions_rep2"
+    views = run_views(expanded)
+    assert shared_run_dir(views, "math/star_rep2", "samples") == "math/envisions_rep2"
+    assert shared_run_dir(views, "math/envisions_rep2", "samples") == "math/envisions_rep2"
     config["runs"]["ipr"] = {"method": "ipr", "domains": ["math"]}
     with pytest.raises(ConfigError, match="agent runs .* are not replicated"):
         with_replicates(config)
@@ -212,9 +209,9 @@ def test_teacher_and_judge_methods():
 def test_a_warmed_up_judge_run_does_not_share_the_base_models_samples():
     config = _config({"sr": {"method": "self_rewarding"},
                       "sr_warm": {"method": "self_rewarding", "overrides": {"self_rewarding": {"warmup": "oa.jsonl"}}}})
-    keys = (("train", "explore"), ("explorer",))
-    assert shared_run_dir(config, "math", "sr", *keys) == "math"
-    assert shared_run_dir(config, "math", "sr_warm", *keys) == "math/sr_warm"
+    views = run_views(config)
+    assert shared_run_dir(views, "math/sr", "samples") == "math"
+    assert shared_run_dir(views, "math/sr_warm", "samples") == "math/sr_warm"
 
 
 @pytest.mark.parametrize(("method", "iteration", "plan"), [

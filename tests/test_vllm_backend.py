@@ -14,6 +14,7 @@ from envisions_flow.generation.base import BackendUnavailableError, load_backend
 from envisions_flow.generation.transformers_backend import sequence_logprob
 from envisions_flow.generation.vllm_backend import VLLMBackend, cuda_visible_device_count
 from envisions_flow.stages import common as stages
+from envisions_flow.stages.settings import Backend, resolve
 
 QUESTIONS = ["Ava has 3 apples and gets 4 more. How many apples does she have?",
              "A box holds 6 eggs. How many eggs are in 5 boxes?"]
@@ -36,9 +37,9 @@ def test_vllm_options_reach_the_backend_only_when_set(monkeypatch):
     calls = []
     monkeypatch.setattr(stages, "load_backend", lambda name, path, **options: calls.append((name, options)))
     generation = {"backend": "vllm", "batch_size": 8, "dtype": "bfloat16", "seed": 0}
-    stages.backend_for({"generation": {**generation, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5}}, "m")
-    stages.backend_for({"generation": generation}, "m")
-    stages.backend_for({"generation": {**generation, "backend": "transformers", "tensor_parallel_size": 2}}, "m")
+    stages.backend_for(resolve(Backend, {**generation, "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5}), "m")
+    stages.backend_for(resolve(Backend, generation), "m")
+    stages.backend_for(resolve(Backend, {**generation, "backend": "transformers", "tensor_parallel_size": 2}), "m")
     assert calls == [("vllm", {"batch_size": 8, "dtype": "bfloat16", "tensor_parallel_size": 2,
                                "gpu_memory_utilization": 0.5}),
                      ("vllm", {"batch_size": 8, "dtype": "bfloat16"}),

@@ -13,7 +13,8 @@ import pytest
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.registry import make_environment
 from envisions_flow.environments.sandbox import Limits
-from envisions_flow.environments.web import ONE_SHOT, WebEnvironment, episode_id, miniwob_html_dir, parse_episode_id
+from envisions_flow.environments.web import WebEnvironment, episode_id, miniwob_html_dir, parse_episode_id
+from envisions_flow.environments.web_prompts import ONE_SHOT
 from envisions_flow.environments.web_page import (
     BAD_XPATH,
     BROWSER_CRASH,

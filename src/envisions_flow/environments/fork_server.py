@@ -9,7 +9,7 @@ loads most of the seccomp filter (`child_confinement`); each program's child the
 session, rlimits on address space, CPU time and file size, stdout/stderr on /dev/null, the program
 directory as its working directory, the rest of the seccomp filter and the audit hook
 (`audit_hook`). The worker only ever receives a short string rendering of the return value and its
-kind (`_render`); judging it against the gold answer happens elsewhere.
+kind (`values.render_value`); judging it against the gold answer happens elsewhere.
 
 This module is all a worker imports besides its layers' modules. Every fork copies the worker's
 page tables and every page a child writes is copied on its first write (a few us each in a VM), so
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import resource
 import select
@@ -32,6 +31,8 @@ import time
 from envisions_flow.environments import audit_hook, confinement
 from envisions_flow.environments.child_confinement import ChildConfinement
 from envisions_flow.environments.confinement import NAMESPACES, RESULT_FD
+from envisions_flow.environments.limits import address_space_limit, open_statm, rlimits
+from envisions_flow.environments.values import render_value
 
 # Error classes a sandboxed run can end with ("" means it returned normally).
 SYNTAX = "syntax"
@@ -40,10 +41,6 @@ FORBIDDEN = "forbidden"
 TIMEOUT = "timeout"
 MEMORY = "memory"
 
-_MAX_VALUE_CHARS = 1000
-_CUT = slice(0, _MAX_VALUE_CHARS + 1)  # a character more than is kept: a longer text is marked TRUNCATED
-_MAX_ITEMS = 100  # elements of a container that are rendered (its text is cut at _MAX_VALUE_CHARS anyway)
-_MAX_DEPTH = 8  # nesting of containers that is rendered (a list holding itself ends here)
 # What a worker reads from one child's result pipe at most; a program writing more into it is stopped.
 _MAX_CHANNEL_BYTES = 1 << 20
 # Modules a worker imports once, before forking, when a program names them: the child then finds them
@@ -51,176 +48,6 @@ _MAX_CHANNEL_BYTES = 1 << 20
 # copies the worker's page tables, and a worker holding sympy forks several times slower.
 WARM_MODULES = ("math", "fractions", "decimal", "itertools", "functools", "collections", "statistics", "datetime",
                 "re", "sympy", "numpy", "scipy")
-
-
-# The kind of value a program returned, beside its text: the judge (math_answers.py) credits only one number
-# for a numeric gold, and the text alone cannot tell the number 18 from the list [18] rendered as a set.
-NUMBER = "number"  # int, float, Fraction, Decimal, a numpy or sympy real scalar
-COMPLEX = "complex"  # written a + bi
-STRING = "string"
-BOOL = "bool"
-CONTAINER = "container"  # list, tuple, set, range, array: tuples as points, lists as solution sets
-MAPPING = "mapping"  # a dict: no mathematical answer, whatever it holds
-EXPRESSION = "expression"  # any other sympy object, as LaTeX
-TRUNCATED = "truncated"  # longer than _MAX_VALUE_CHARS: what was cut off ("... or 36") is unknown
-OTHER = "other"
-
-
-def _render(value: object) -> tuple[str | None, str]:
-    """(text of at most _MAX_VALUE_CHARS, kind) of a return value; (None, "") for None.
-
-    Values are read through their base types' own methods (int.__repr__, str slicing, the
-    slots of Fraction and Rational), so a subclass cannot change what is recorded or pass the
-    length cap. numpy, sympy, fractions and decimal are only looked at when already loaded,
-    which they are whenever the program returned one of their objects.
-    """
-    if value is None:
-        return None, ""
-    try:
-        text, kind = _math_text(value, 0)
-    except Exception:  # noqa: BLE001 - an int past 4,300 digits, a property that raises: no plain value
-        text, kind = "<unrenderable value>", OTHER
-    if len(text) > _MAX_VALUE_CHARS:
-        text, kind = str.__getitem__(text, slice(0, _MAX_VALUE_CHARS)), TRUNCATED
-    return (text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")), kind
-
-
-def _math_text(value: object, depth: int) -> tuple[str, str]:
-    """The value written as mathematics, and its kind (see _render)."""
-    if value is True or value is False:
-        return ("True" if value else "False"), BOOL
-    if isinstance(value, str):
-        return str.__getitem__(value, _CUT), STRING
-    if isinstance(value, int):
-        return int.__repr__(value), NUMBER
-    if isinstance(value, float):
-        return float.__repr__(value), NUMBER
-    if isinstance(value, complex):
-        parts = (complex.real.__get__(value), complex.imag.__get__(value))
-        return _complex_text(*(_real_text(part) for part in parts)), COMPLEX
-    if isinstance(value, (list, tuple, set, frozenset, range)):
-        return _container_text(value, depth), CONTAINER
-    if isinstance(value, dict):
-        return _mapping_text(value, depth), MAPPING
-    modules = sys.modules
-    numpy, sympy = modules.get("numpy"), modules.get("sympy")
-    fractions, decimal = modules.get("fractions"), modules.get("decimal")
-    if fractions is not None and isinstance(value, fractions.Fraction):
-        numerator = int.__repr__(fractions.Fraction._numerator.__get__(value))
-        denominator = int.__repr__(fractions.Fraction._denominator.__get__(value))
-        return (numerator if denominator == "1" else f"{numerator}/{denominator}"), NUMBER
-    if decimal is not None and isinstance(value, decimal.Decimal):
-        return decimal.Decimal.__str__(value), NUMBER
-    if numpy is not None and isinstance(value, numpy.generic):
-        return _math_text(numpy.generic.item(value), depth + 1)
-    if numpy is not None and isinstance(value, numpy.ndarray):
-        if numpy.ndarray.ndim.__get__(value) == 0:
-            return _math_text(numpy.ndarray.item(value), depth + 1)
-        if numpy.ndarray.size.__get__(value) > _MAX_ITEMS * _MAX_ITEMS:
-            return f"array of shape {numpy.ndarray.shape.__get__(value)}", CONTAINER
-        return _container_text(numpy.ndarray.tolist(value), depth), CONTAINER
-    if sympy is not None and isinstance(value, (sympy.Basic, sympy.MatrixBase)):
-        return _sympy_text(sympy, value)
-    return str.__getitem__(str(value), _CUT), OTHER
-
-
-def _real_text(number: float) -> str:
-    """A part of a complex number: 6.0 as 6."""
-    if number.is_integer() and abs(number) < 2**53:
-        return int.__repr__(int(number))
-    return float.__repr__(number)
-
-
-def _complex_text(real: str, imaginary: str) -> str:
-    """a + bi, the way MATH writes its answers (6 - 5i, i, -2i)."""
-    coefficient = {"1": "", "-1": "-"}.get(imaginary, imaginary)
-    if real in {"0", "-0"}:
-        return f"{coefficient}i"
-    if coefficient.startswith("-"):
-        return f"{real} - {coefficient[1:]}i"
-    return f"{real} + {coefficient}i"
-
-
-def _container_text(value: object, depth: int) -> str:
-    """Tuples as points (1, 2), sets as \\{1, 2\\}, a returned list as the solution set 1, 2."""
-    if depth >= _MAX_DEPTH:
-        return "\\ldots"
-    if isinstance(value, (set, frozenset)):
-        items = set.__iter__(value) if isinstance(value, set) else frozenset.__iter__(value)
-        return "\\{" + _items_text(items, depth) + "\\}"
-    if isinstance(value, tuple):
-        return "(" + _items_text(tuple.__iter__(value), depth) + ")"
-    items = _items_text(iter(value) if isinstance(value, range) else list.__iter__(value), depth)
-    return items if depth == 0 else f"({items})"
-
-
-def _mapping_text(value: dict, depth: int) -> str:
-    if depth >= _MAX_DEPTH:
-        return "\\ldots"
-    pairs = ((_math_text(key, depth + 1)[0], _math_text(item, depth + 1)[0]) for key, item in dict.items(value))
-    return "{" + _items_text((f"{key}: {item}" for key, item in pairs), depth) + "}"
-
-
-def _items_text(items: object, depth: int) -> str:
-    """The first _MAX_ITEMS items, comma-separated."""
-    parts: list[str] = []
-    size = 0
-    for item in items:
-        if len(parts) == _MAX_ITEMS or size > _MAX_VALUE_CHARS:
-            parts.append("\\ldots")
-            break
-        text = _math_text(item, depth + 1)[0]
-        parts.append(text)
-        size += len(text) + 2
-    return ", ".join(parts)
-
-
-def _sympy_text(sympy: object, value: object) -> tuple[str, str]:
-    """Rationals and Floats as numbers, complex numbers as a + bi, anything else as sympy's LaTeX."""
-    if isinstance(value, sympy.Rational):  # p and q are slots, or class attributes of the singletons (S.Half)
-        numerator, denominator = int.__repr__(value.p), int.__repr__(value.q)
-        return (numerator if denominator == "1" else f"{numerator}/{denominator}"), NUMBER
-    if isinstance(value, sympy.Float):
-        return float.__repr__(sympy.Float.__float__(value)), NUMBER
-    if isinstance(value, sympy.Basic) and value.is_number and value.has(sympy.I):
-        real, imaginary = value.as_real_imag()
-        if imaginary != 0:
-            return _complex_text(str.__str__(sympy.latex(real)), str.__str__(sympy.latex(imaginary))), COMPLEX
-    return str.__getitem__(sympy.latex(value), _CUT), EXPRESSION
-
-
-@functools.cache
-def _statm() -> int | None:
-    """/proc/self/statm, kept open: a worker reads it after it confined itself to where it may read."""
-    try:
-        return os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-
-
-def address_space_limit(memory_mb: int) -> int:
-    """RLIMIT_AS for `memory_mb` more than this process already maps.
-
-    RLIMIT_AS caps the whole address space, inherited mappings included: a child forked
-    from a process with torch loaded (gigabytes of reserved address space) could not
-    allocate anything under a plain 1 GB cap.
-    """
-    try:
-        mapped = int(os.pread(_statm(), 100, 0).split()[0]) * resource.getpagesize()
-    except (OSError, TypeError, ValueError, IndexError):
-        mapped = 0
-    return mapped + memory_mb * 1024 * 1024
-
-
-def rlimits(timeout_s: float, memory: int, max_file_mb: int) -> list[tuple[int, tuple[int, int]]]:
-    """A child's rlimits, worked out before the fork so that the child only makes the system calls.
-
-    `memory` is the address-space cap in bytes (see `address_space_limit`).
-    """
-    cpu = max(1, math.ceil(timeout_s)) + 1
-    file_size = max_file_mb * 1024 * 1024
-    return [(resource.RLIMIT_AS, (memory, memory)), (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-            (resource.RLIMIT_FSIZE, (file_size, file_size)), (resource.RLIMIT_CORE, (0, 0))]
 
 
 @functools.cache
@@ -276,7 +103,7 @@ def configure(root: str, read_roots: list[str], read_write_files: list[str], lay
     Returns {layer: [active, detail]} (`ChildConfinement.prepare`).
     """
     global _sandbox
-    _statm()  # opened while this process may still read /proc (a worker confines itself below)
+    open_statm()  # opened while this process may still read /proc (a worker confines itself below)
     _sandbox = ChildConfinement(root, tuple(read_roots), tuple(read_write_files), in_worker)
     return _sandbox.prepare(layers, seccomp_bpf, worker_bpf)
 
@@ -348,7 +175,7 @@ def _program(code: str, entry: str):
             return {"error_class": SYNTAX, "error": f"{type(error).__name__}: {error}"}
         namespace: dict[str, object] = {"__name__": "__solution__"}
         exec(compiled, namespace)  # noqa: S102 - this is the sandbox
-        rendered, kind = _render(eval(entry, namespace))  # noqa: S307
+        rendered, kind = render_value(eval(entry, namespace))  # noqa: S307
         return {"value": None if rendered is None else [rendered, kind], "error_class": ""}
 
     return body
@@ -440,7 +267,7 @@ def run(code: str, entry: str, timeout_s: float, limits: list[tuple[int, tuple[i
     """
     value, error_class, error, duration = _run_child(_program(code, entry), timeout_s, limits)
     if isinstance(value, list) and len(value) == 2 and all(isinstance(part, str) for part in value):
-        return value[0], error_class, error, duration, value[1]  # [text, kind] from _render
+        return value[0], error_class, error, duration, value[1]  # [text, kind] from render_value
     return None, error_class, error, duration, ""
 
 
@@ -480,7 +307,7 @@ def _warm_up() -> None:
     """
     namespace: dict[str, object] = {}
     exec(compile("def solution():\n    return 1", "<warm-up>", "exec"), namespace)  # noqa: S102 - a constant
-    json.dumps({"value": list(_render(eval("solution()", namespace))), "error_class": ""})  # noqa: S307 - a constant
+    json.dumps({"value": list(render_value(eval("solution()", namespace))), "error_class": ""})  # noqa: S307 - a constant
 
 
 def _enter_namespaces() -> list:

@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING, Sequence
 
 from envisions_flow.environments.base import CORRECT, WRONG_ANSWER
-from envisions_flow.environments.fork_server import COMPLEX, CONTAINER, EXPRESSION, NUMBER, STRING
+from envisions_flow.environments.values import COMPLEX, CONTAINER, EXPRESSION, NUMBER, STRING
 
 if TYPE_CHECKING:
     from envisions_flow.environments.sandbox import Confinement
@@ -122,7 +122,7 @@ def numbers_match(value: float, gold: float, rule: str = ABSOLUTE_AND_RELATIVE) 
 
 
 def numeric_verdict(value: str, kind: str, gold: str, rule: str = ABSOLUTE_AND_RELATIVE) -> bool:
-    """Whether a rendered value (fork_server's text and kind) answers a numeric gold."""
+    """Whether a rendered value (the sandbox's text and kind, values.py) answers a numeric gold."""
     if kind not in (NUMBER, STRING):
         return False
     produced, expected = parse_number(value), parse_number(gold)

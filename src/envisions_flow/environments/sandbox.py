@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from envisions_flow.environments import fork_server
 from envisions_flow.environments.confinement import KERNEL_LAYERS, NAMESPACES, SECCOMP
 from envisions_flow.environments.fork_server import FORBIDDEN, MEMORY, RUNTIME, SYNTAX, TIMEOUT
+from envisions_flow.environments.limits import address_space_limit, rlimits
 
 __all__ = ["FORBIDDEN", "MEMORY", "RUNTIME", "SYNTAX", "TIMEOUT", "Confinement", "Limits", "Outcome", "SandboxPool",
            "SandboxUnavailable", "SandboxWorkerError", "check_sandboxes", "run_many", "run_program"]
@@ -170,8 +171,7 @@ def run_program(code: str, entry: str = "solution()", limits: Limits = Limits(),
                                             config["layers"], bytes.fromhex(config["seccomp"]), b"",
                                             in_worker=False))
         _demand(status, Confinement(confinement.mode, tuple(layers), confinement.key))
-    child_limits = fork_server.rlimits(limits.timeout_s, fork_server.address_space_limit(limits.memory_mb),
-                                       limits.max_file_mb)
+    child_limits = rlimits(limits.timeout_s, address_space_limit(limits.memory_mb), limits.max_file_mb)
     return Outcome(*fork_server.run(code, entry, limits.timeout_s, child_limits))
 
 

@@ -55,6 +55,7 @@ from envisions_flow.environments.web_page import (  # the browser's error classe
     CLEAR_CLIPBOARD_JS,
     NAVIGATED,
     NOT_DONE,
+    OBSERVE_JS,
     STATE_JS,
     TOO_SLOW,
     Failed,
@@ -64,7 +65,9 @@ from envisions_flow.environments.web_page import (  # the browser's error classe
     start,
 )
 from envisions_flow.environments.web_pool import run_on_pages
-from envisions_flow.environments.web_programs import Action, ProgramError, action_source, parse_program
+from envisions_flow.environments.web_prompts import INSTRUCTION, NEXT_TURN, ONE_SHOT, REFINE_TEMPLATE, STEP_EXAMPLE_STEPS, STEP_INSTRUCTION
+from envisions_flow.environments.web_actions import Action, ProgramError, action_source
+from envisions_flow.environments.web_programs import parse_program
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline-safe flags: no sandbox (we run as root in containers), no GPU, no background traffic.
@@ -90,92 +93,6 @@ def parse_episode_id(task_id: str) -> tuple[str, int]:
         raise ValueError(f"web task id {task_id!r} is not '<miniwob task>:<seed>'")
     return name, int(seed)
 
-
-# The agent API (Synapse's, which the paper's agents were written against) and what the interpreter accepts.
-_API = (
-    "agent.click_xpath(xpath) (clicks every visible element the xpath matches, in page order), agent.type(text) "
-    "(into the focused element), agent.press(key) (enter, space, tab, backspace, arrowup, arrowdown, arrowleft, "
-    "arrowright, home, end, command+a, command+c, command+v), agent.click_option(xpath) (selects the first "
-    "matching <option> of a <select>) and agent.movemouse(xpath) (moves the mouse over the matches). Visible "
-    "elements carry a data-wob_ref attribute you can use in xpaths."
-)
-INSTRUCTION = (
-    "Complete the web task by writing a short Python program that controls the browser through `agent`: "
-    + _API + " Besides agent calls, only assignments, arithmetic, string and f-string expressions, comparisons, "
-    "`if`/`elif`/`else`, conditional expressions, `for` loops over range(n) or a list, and str(), int(), float(), "
-    "len(), abs(), min(), max(), round() are allowed. Reply with one ```python code block."
-)
-
-# One worked example for the cold-start prompt: enter-text, seed 7, as `observe` renders it.
-ONE_SHOT = (
-    'Instruction: Enter "Ignacio" into the text field and press Submit.\n'
-    'HTML: <div id="wrap" data-wob_ref="2"> <div id="query">Enter "<span class="bold">Ignacio</span>" into the '
-    'text field and press Submit.</div> <div id="area" data-wob_ref="3"> <div id="form" '
-    'style="margin-left:10px;margin-top:18px;" data-wob_ref="4"> <input type="text" id="tt" data-wob_ref="5" '
-    'value=""> <button id="subbtn" class="secondary-action" style="margin-top:6px;" data-wob_ref="6">Submit</button>'
-    ' </div> </div> </div>',
-    '# focus the text field, type the name, submit\n'
-    'agent.click_xpath("//input[@id=\'tt\']")\nagent.type("Ignacio")\nagent.click_xpath("//button[@id=\'subbtn\']")',
-)
-
-REFINE_TEMPLATE = (
-    "You are provided with a program that controls the browser to solve the given web task. You can either "
-    "repair and refine it, or simply return the original program. Reply with one ```python code block that "
-    "calls `agent`.\n\nThe task is:\n{question}\n\n"
-    "The current program is:\n```python\n{program}\n```\n\nThe solution program is:"
-)
-
-# Step mode (agents.py, the IPR and synthetic-mixture runs): one agent call per step, the page after each.
-STEP_INSTRUCTION = (
-    "Complete the web task one action at a time. Reply with 'Thought: <reasoning>' and then 'Action: <one call>', "
-    "where the call is one of " + _API.replace(" and agent.movemouse", " or agent.movemouse")
-    + " After each action you see the page."
-)
-
-# The step-mode worked episode (few-shot): ONE_SHOT's task in three steps, with the pages it shows.
-STEP_EXAMPLE_STEPS = (
-    ("The name goes into the text field, so I focus it first.", "agent.click_xpath(\"//input[@id='tt']\")",
-     ONE_SHOT[0]),
-    ("The field is focused; I type the name.", 'agent.type("Ignacio")', ONE_SHOT[0]),
-    ("The field holds the name; I press Submit.", "agent.click_xpath(\"//button[@id='subbtn']\")",
-     ONE_SHOT[0].replace('value=""', 'value="Ignacio"')),
-)
-
-NEXT_TURN = ("The program ran and the task is not finished yet. The page now shows:\n{observation}\n\n"
-             "Write the next program, continuing from this page. Reply with one ```python code block.")
-
-# Utterance + HTML of #wrap and visible pop-ups, with live form values written out as attributes.
-_OBSERVE_JS = """() => {
-  core.getDOMInfo();
-  const skip = new Set(['reward-display', 'sync-task-cover', 'click-canvas']);
-  const parts = [];
-  for (const element of document.body.children) {
-    if (skip.has(element.id) || ['SCRIPT', 'STYLE', 'LINK'].includes(element.tagName)) continue;
-    const box = element.getBoundingClientRect(), style = getComputedStyle(element);
-    if (element.id !== 'wrap' && (!box.width || !box.height || style.visibility === 'hidden')) continue;
-    const copy = element.cloneNode(true);
-    const live = [element, ...element.querySelectorAll('*')], copies = [copy, ...copy.querySelectorAll('*')];
-    live.forEach((node, i) => {
-      const out = copies[i];
-      if (node instanceof HTMLInputElement) {
-        if (node.type === 'checkbox' || node.type === 'radio') {
-          node.checked ? out.setAttribute('checked', '') : out.removeAttribute('checked');
-        } else {
-          out.setAttribute('value', node.value);
-        }
-      } else if (node instanceof HTMLTextAreaElement) {
-        out.textContent = node.value;
-      } else if (node instanceof HTMLOptionElement) {
-        node.selected ? out.setAttribute('selected', '') : out.removeAttribute('selected');
-      }
-      out.removeAttribute('data-wob_eps');
-      out.removeAttribute('data-tampered');
-    });
-    copy.querySelectorAll('script, style').forEach(node => node.remove());
-    parts.push(copy.outerHTML.replace(/\\s+/g, ' '));
-  }
-  return 'Instruction: ' + core.getUtterance() + '\\nHTML: ' + parts.join('\\n');
-}"""
 
 _CLIPBOARD_KEYS = {"ControlOrMeta+c", "ControlOrMeta+x", "ControlOrMeta+v"}
 
@@ -331,7 +248,7 @@ class WebEnvironment:
 
         async def one(page: Any, episode: tuple[str, int]) -> str:
             await self._start(page, *episode)
-            return await page.evaluate(_OBSERVE_JS)
+            return await page.evaluate(OBSERVE_JS)
 
         results = asyncio.run(self._pool(list(episodes), one, "observing"))
         failed = [(episode, result) for episode, result in zip(episodes, results) if isinstance(result, Failed)]
@@ -384,7 +301,7 @@ class WebEnvironment:
         A fresh load is the definition of the episode (what `observe` shows); reusing the page
         saves the ~50 ms a load costs.
         """
-        return await start(page, self._url(name), seed, expected, _OBSERVE_JS)
+        return await start(page, self._url(name), seed, expected, OBSERVE_JS)
 
     async def _episode(self, page: Any, name: str, seed: int, actions: list[Action], observe_after: bool,
                        expected: str) -> Episode:
@@ -416,7 +333,7 @@ class WebEnvironment:
                 error_class = WRONG_ANSWER
             else:
                 error_class = CORRECT if reward >= self.reward_threshold else TOO_SLOW
-        observation = await page.evaluate(_OBSERVE_JS) if observe_after and not state["done"] else ""
+        observation = await page.evaluate(OBSERVE_JS) if observe_after and not state["done"] else ""
         return Episode(bool(state["done"]), reward, raw, error_class, observation, time.monotonic() - started)
 
     async def _over(self, page: Any, token: str) -> bool:

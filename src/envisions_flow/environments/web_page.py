@@ -31,7 +31,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from envisions_flow.environments.web_programs import LIMIT, Action
+from envisions_flow.environments.web_actions import LIMIT, Action
 
 # Error classes of the browser side (the interpreter's are in web_programs).
 NOT_DONE = "not_done"          # the program ended before the episode did
@@ -322,3 +322,37 @@ class Performer:
                 if "error" in aim:
                     raise Failed(aim["error"], aim["message"])
         raise Failed(COVERED, "the target moves away from under the mouse")
+
+
+# Utterance + HTML of #wrap and visible pop-ups, with live form values written out as attributes.
+OBSERVE_JS = """() => {
+  core.getDOMInfo();
+  const skip = new Set(['reward-display', 'sync-task-cover', 'click-canvas']);
+  const parts = [];
+  for (const element of document.body.children) {
+    if (skip.has(element.id) || ['SCRIPT', 'STYLE', 'LINK'].includes(element.tagName)) continue;
+    const box = element.getBoundingClientRect(), style = getComputedStyle(element);
+    if (element.id !== 'wrap' && (!box.width || !box.height || style.visibility === 'hidden')) continue;
+    const copy = element.cloneNode(true);
+    const live = [element, ...element.querySelectorAll('*')], copies = [copy, ...copy.querySelectorAll('*')];
+    live.forEach((node, i) => {
+      const out = copies[i];
+      if (node instanceof HTMLInputElement) {
+        if (node.type === 'checkbox' || node.type === 'radio') {
+          node.checked ? out.setAttribute('checked', '') : out.removeAttribute('checked');
+        } else {
+          out.setAttribute('value', node.value);
+        }
+      } else if (node instanceof HTMLTextAreaElement) {
+        out.textContent = node.value;
+      } else if (node instanceof HTMLOptionElement) {
+        node.selected ? out.setAttribute('selected', '') : out.removeAttribute('selected');
+      }
+      out.removeAttribute('data-wob_eps');
+      out.removeAttribute('data-tampered');
+    });
+    copy.querySelectorAll('script, style').forEach(node => node.remove());
+    parts.push(copy.outerHTML.replace(/\\s+/g, ' '));
+  }
+  return 'Instruction: ' + core.getUtterance() + '\\nHTML: ' + parts.join('\\n');
+}"""

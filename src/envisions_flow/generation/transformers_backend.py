@@ -3,8 +3,8 @@
 The K samples of a prompt share its KV cache (SharedPrompts, cascade attention), the cache is
 preallocated for the whole decode, and tokens are drawn by inverting the cumulative distribution:
 benchmarks/README.md gives what each of these bought on a CPU. By default a batch holds every
-sequence of the call that fits in memory (`auto_batch`), and each sequence draws its own stream of
-uniforms (`RowStreams`), so the batch never changes which samples a seed gives.
+sequence of the call that fits in memory (`batch_memory.auto_batch`), and each sequence draws its own stream of
+uniforms (`draws.RowStreams`), so the batch never changes which samples a seed gives.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from envisions_flow.environments.base import Messages
 from envisions_flow.generation.base import Generation, render_chat
+from envisions_flow.generation.batch_memory import AUTO_BATCH_ROWS, auto_batch, available_memory
+from envisions_flow.generation.draws import RowStreams, draw_tokens, greedy_tokens
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,42 @@ class TransformersBackend:
         batches = math.ceil(len(lengths) / fit)
         return math.ceil(len(lengths) / batches)
 
+    def _prefill(self, ids: list[list[int]]):
+        """Encode the prompts into one cache: (last position's logits, cache, attention mask, positions).
+
+        Prompts that begin alike (a few-shot prompt's examples, a shared instruction) are encoded
+        once up to their common prefix, whose keys and values every row then reads, and each row's
+        own rest after it: a 500-token few-shot prefix before 60-token questions costs a tenth of
+        encoding every prompt whole. The rests are padded on the left, so a row's padding lies
+        between the prefix and its own tokens, masked out and skipped by the positions.
+        """
+        torch = self.torch
+        from transformers import DynamicCache
+
+        common = _common_prefix(ids) if len(ids) > 1 else 0
+        common = min(common, min(len(row) for row in ids) - 1)  # every row keeps a token of its own to encode
+        if common < MIN_SHARED_PREFIX:
+            common = 0
+        rests = [row[common:] for row in ids]
+        width = max(len(row) for row in rests)
+        pad = self.tokenizer.pad_token_id
+        suffix = torch.tensor([[pad] * (width - len(row)) + row for row in rests], device=self.device)
+        suffix_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rests], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        if common:
+            prefix_cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=torch.tensor([ids[0][:common]], device=self.device),
+                       position_ids=torch.arange(common, device=self.device)[None],
+                       **{self.cache_keyword: prefix_cache}, use_cache=True, logits_to_keep=1)
+            for index, layer in enumerate(prefix_cache.layers):  # every row reads the prefix's keys and values
+                cache.update(layer.keys.expand(len(ids), -1, -1, -1), layer.values.expand(len(ids), -1, -1, -1), index)
+        attention_mask = torch.cat([torch.ones(len(ids), common, dtype=suffix_mask.dtype, device=self.device),
+                                    suffix_mask], dim=1)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=suffix, attention_mask=attention_mask, position_ids=positions[:, common:],
+                            **{self.cache_keyword: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
+        return logits, cache, attention_mask, positions
+
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, streams: RowStreams | None, bar):
         """n completions per prompt, decoded step by step with the KV cache.
 
@@ -101,23 +137,21 @@ class TransformersBackend:
         torch = self.torch
         from transformers import DynamicCache
 
-        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        positions = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        longest = max(len(row) for row in ids)
         eos = self.stop_ids
-        prompt_cache = DynamicCache(config=self.model.config)
-        for layer in prompt_cache.layers:
+        for layer in DynamicCache(config=self.model.config).layers:
             window = getattr(layer, "sliding_window", None)
-            if window is not None and encoded["input_ids"].shape[1] + max_new_tokens > window:
+            if window is not None and longest + max_new_tokens > window:
                 raise ValueError(
                     f"{type(self.model).__name__} attends within windows of {window} tokens, and prompts of "
-                    f"{encoded['input_ids'].shape[1]} tokens plus max_new_tokens={max_new_tokens} exceed one: the "
+                    f"{longest} tokens plus max_new_tokens={max_new_tokens} exceed one: the "
                     "transformers backend attends to whole prompts; lower generation.max_new_tokens or sample with "
                     "generation.backend: vllm")
         with torch.inference_mode():
-            logits = self.model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
-                                position_ids=positions, **{self.cache_keyword: prompt_cache}, use_cache=True,
-                                logits_to_keep=1).logits[:, -1].repeat_interleave(n, dim=0)
-            shared = SharedPrompts(prompt_cache, encoded["attention_mask"], n)
+            logits, prompt_cache, attention_mask, positions = self._prefill(ids)
+            logits = logits.repeat_interleave(n, dim=0)
+            shared = SharedPrompts(prompt_cache, attention_mask, n)
             cache = preallocated_cache(self.model.config, max_new_tokens)  # the generated tokens' keys and values
             next_position = (positions[:, -1] + 1).repeat_interleave(n)
             rows = list(range(logits.shape[0]))  # the output row of each row of the batch
@@ -193,6 +227,19 @@ def reuse_freed_memory() -> None:
     mmap_max, trim_threshold = -4, -1  # M_MMAP_MAX and M_TRIM_THRESHOLD in malloc.h
     libc.mallopt(mmap_max, 0)
     libc.mallopt(trim_threshold, 1 << 30)
+
+
+# Shortest common prefix (tokens) that prompts are encoded over once: below it, the extra forward pass
+# costs more than it saves.
+MIN_SHARED_PREFIX = 32
+
+
+def _common_prefix(ids: list[list[int]]) -> int:
+    """Tokens every prompt begins with."""
+    first, length = ids[0], min(len(row) for row in ids)
+    for row in ids[1:]:
+        length = next((i for i in range(length) if row[i] != first[i]), length)
+    return length
 
 
 def _compaction_due(finished: list[bool]) -> bool:
@@ -299,134 +346,6 @@ def use_shared_prompt_attention(model) -> None:
     AttentionInterface.register(SHARED_PROMPT_ATTENTION, shared_prompt_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED_PROMPT_ATTENTION, sdpa_mask)
     model.set_attn_implementation(SHARED_PROMPT_ATTENTION)
-
-
-def draw_tokens(logits, uniforms, block: int = 256):
-    """One token per row drawn from softmax(logits), and its log-prob under that very distribution.
-
-    By inverting the cumulative distribution at the row's uniform in [0, 1) (`uniforms`, shape
-    (rows, 1), from `RowStreams`): `torch.multinomial` draws an exponential variate for every
-    vocabulary entry (49k per row), a fifth of a CPU decoding step at batch 32. The inversion
-    runs in two levels, over sums of `block` entries and then within the block drawn, because
-    a cumulative sum over the whole vocabulary runs one entry after another (5% of a step at
-    batch 320). Searching with `right=True` for a point below the block's total never lands
-    on a zero-probability token. Float64 logits are drawn from in float64, others in float32.
-    """
-    import torch
-
-    probabilities = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    rows, vocabulary = probabilities.shape
-    spare = -vocabulary % block
-    padded = (torch.nn.functional.pad(probabilities, (0, spare)) if spare else probabilities).view(rows, -1, block)
-    block_totals = padded.sum(dim=-1)
-    cumulative = block_totals.cumsum(dim=-1)
-    draws = uniforms.to(device=logits.device, dtype=probabilities.dtype) * cumulative[:, -1:]
-    chosen_block = torch.searchsorted(cumulative, draws, right=True).clamp_(max=cumulative.shape[1] - 1)
-    within = padded.gather(1, chosen_block[:, :, None].expand(rows, 1, block)).squeeze(1).cumsum(dim=-1)
-    below = cumulative.gather(1, chosen_block) - block_totals.gather(1, chosen_block)
-    remainder = torch.minimum((draws - below).clamp_(min=0), within[:, -1:].nextafter(torch.zeros_like(below)))
-    chosen = (chosen_block * block + torch.searchsorted(within, remainder, right=True)).squeeze(1)
-    return chosen, probabilities.gather(1, chosen[:, None]).squeeze(1).log()
-
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix64(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser (Steele, Lea and Flood 2014): a bijection of uint64 that mixes every bit."""
-    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return values ^ (values >> np.uint64(31))
-
-
-class RowStreams:
-    """A stream of uniforms per sequence, a function of (seed, sequence, step) alone.
-
-    Counter-based (SplitMix64 of the sequence's key plus the step): the t-th number of a
-    sequence does not depend on which batch it is decoded in, beside which rows, or how many
-    rows left before it, so the same seed gives the same samples whatever `batch_size` is,
-    up to the float rounding of the logits themselves, which the batch's size and padding
-    change: in float32 a draw lands on another token about once in 500 (where its uniform
-    falls within ~1e-5 of a boundary of the cumulative distribution); tests/test_generation.py
-    checks equality in float64. Uniforms have 24 bits, as `torch.rand` gives in float32.
-    """
-
-    def __init__(self, seed: int, sequences: Sequence[int]) -> None:
-        base = _splitmix64(np.array([int(seed) % 2**64], dtype=np.uint64))
-        self.keys = _splitmix64(base + _GOLDEN * (np.asarray(sequences, dtype=np.uint64) + np.uint64(1)))
-
-    def uniforms(self, step: int, device="cpu"):
-        """The step-th uniform of each remaining row, shape (rows, 1)."""
-        import torch
-
-        bits = _splitmix64(self.keys + _GOLDEN * np.full(1, step + 1, dtype=np.uint64)) >> np.uint64(40)
-        return torch.from_numpy((bits.astype(np.float32) * np.float32(2.0**-24))[:, None]).to(device)
-
-    def select_rows(self, keep: Sequence[int]) -> None:
-        """Keep these rows' streams (the rows that stay in the batch), in this order."""
-        self.keys = self.keys[np.asarray(keep, dtype=np.int64)]
-
-
-# Most rows one "auto" batch holds. On a CPU a decoding step is bound by reading the weights up
-# to ~256 rows and by attention over the rows' caches beyond (benchmarks/README.md): more rows buy
-# little and hold more memory. A GPU keeps gaining from wider batches, up to its memory.
-AUTO_BATCH_ROWS = {False: 512, True: 4096}
-
-# Share of the memory free when sampling starts that an "auto" batch may plan to use.
-AUTO_BATCH_MEMORY_SHARE = 0.5
-
-
-def auto_batch(config, longest_prompt: int, n: int, max_new_tokens: int, free_bytes: int, element_size: int,
-               max_rows: int) -> int:
-    """How many prompts (n sequences each) to decode together: all that fit, at most `max_rows` rows.
-
-    Per prompt the memory an upper bound needs: its cache (prompt tokens) and its n samples'
-    preallocated caches (max_new_tokens each), keys and values of every layer; the prefill's
-    attention scores and MLP activations of one layer; and the n rows' logits with the copies
-    a sampling step makes (softmax, padded blocks, cumulative sums).
-    """
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    key_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-    per_token = 2 * text.num_hidden_layers * key_heads * head_dim * element_size
-    cache = (longest_prompt + n * max_new_tokens) * per_token
-    prefill = (text.num_attention_heads * longest_prompt ** 2 * 4
-               + 2 * longest_prompt * getattr(text, "intermediate_size", 4 * text.hidden_size) * element_size)
-    logits = 4 * n * text.vocab_size * 4
-    fit = int(free_bytes * AUTO_BATCH_MEMORY_SHARE) // (cache + prefill + logits)
-    return max(1, min(fit, max_rows // n))
-
-
-def available_memory(device: str) -> int:
-    """Bytes this process may still allocate: the GPU's free memory, or on a CPU the least of the
-    system's available memory and what the job's cgroup (Slurm, containers) leaves."""
-    if device == "cuda":
-        import torch
-
-        return int(torch.cuda.mem_get_info()[0])
-    free = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            free.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return max(0, min(free)) if free else 8 << 30
-
-
-def greedy_tokens(logits):
-    """The most likely token of each row and its log-prob."""
-    import torch
-
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    chosen = logprobs.argmax(dim=-1)
-    return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1)
 
 
 def preallocated_cache(config, capacity: int):

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from envisions_flow.datasets.loaders import with_preset
 from envisions_flow.environments.base import Task
-from envisions_flow.environments.registry import make_environment
 from envisions_flow.generation.openai_backend import OpenAIChatBackend
 from envisions_flow.methods.agents import (
     Start,
@@ -27,22 +27,13 @@ from envisions_flow.methods.agents import (
     trajectories_from_frame,
     trajectory_rows,
 )
-from envisions_flow.stages.common import backend_for, mean, run_settings_for, task_list
+from envisions_flow.stages.agent_settings import AgentEvaluateSettings, AgentSourceSettings, Steps
+from envisions_flow.stages.common import backend_for, mean, task_list
+from envisions_flow.stages.settings import Backend, settings_for
 from envisions_flow.workflow import artifacts as art
-from envisions_flow.workflow.config import dataset_spec
-from envisions_flow.workflow.runs import method_of, parse_run_dir
+from envisions_flow.workflow.runs import parse_run_dir
 
 log = logging.getLogger("envisions_flow")
-
-
-def step_environment(config: dict[str, Any], run: str, dataset: str = "train") -> Any:
-    """The run's environment for one dataset; agent runs use its step mode (`replay`)."""
-    domain = parse_run_dir(run)[0]
-    return make_environment(domain, run_settings_for(config, run), dataset_spec(config, domain, dataset))
-
-
-def _steps(config: dict[str, Any], run: str) -> dict[str, Any]:
-    return run_settings_for(config, run)["steps"]
 
 
 def is_solved(trajectory: Trajectory, threshold: float) -> bool:
@@ -55,10 +46,10 @@ def models_in_process(scorer_dir: str | None, policy_dir: str) -> int:
     return 1 if scorer_dir is None or str(scorer_dir) == str(policy_dir) else 2
 
 
-def scorer_backend(config: dict[str, Any], scorer_dir: str, policy: Any, policy_dir: str) -> Any:
+def scorer_backend(generation: Backend, scorer_dir: str, policy: Any, policy_dir: str) -> Any:
     """IPR's frozen scorer: the policy's own backend when both are the same checkpoint (one model in memory)."""
     engines = models_in_process(scorer_dir, policy_dir)
-    return policy if engines == 1 else backend_for(config, scorer_dir, engines=engines)
+    return policy if engines == 1 else backend_for(generation, scorer_dir, engines=engines)
 
 
 def success_threshold(environment: Any) -> float:
@@ -66,12 +57,12 @@ def success_threshold(environment: Any) -> float:
     return float(getattr(environment, "reward_threshold", 1e-9))
 
 
-def run_policy(environment: Any, policy: Any, tasks: Sequence[Task], steps: dict[str, Any], *, greedy: bool,
+def run_policy(environment: Any, policy: Any, tasks: Sequence[Task], steps: Steps, *, greedy: bool,
                few_shot: bool, seed: int = 0, n: int = 1, prefix: str = "") -> list[Trajectory]:
     """Episodes of `policy` from the start of each task (episode id: `prefix` + task id)."""
     starts = [Start(f"{prefix}{task.id}", task) for task in tasks]
     return rollout(environment, policy, starts, greedy=greedy, few_shot=few_shot, n=n, seed=seed,
-                   max_steps=int(steps["max_steps"]), max_new_tokens=int(steps["max_new_tokens"]), progress=True)
+                   max_steps=int(steps.max_steps), max_new_tokens=int(steps.max_new_tokens), progress=True)
 
 
 def trajectories_from_programs(environment: Any, tasks: Sequence[Task], programs: Sequence[str],
@@ -115,15 +106,15 @@ def source_trajectories(config: dict[str, Any], run: str, program_paths: Sequenc
     teacher endpoint acting in step mode on the tasks (greedy). Only trajectories that
     succeed when replayed here are kept.
     """
-    settings = run_settings_for(config, run)
-    environment = step_environment(config, run)
+    settings = settings_for(AgentSourceSettings, config, run)
+    environment = settings.train_environment()
     tasks = {task.id: task for path in task_paths for task in task_list(art.read_table(path, art.TASKS))}
-    if settings["agent_source"]["teacher"]:
-        teacher = settings["teacher"]
+    if settings.agent_source.teacher:
+        teacher = settings.teacher
         policy = OpenAIChatBackend(teacher["base_url"], teacher["model"], api_key_env=teacher["api_key_env"],
                                    cache_dir=teacher["cache_dir"], concurrency=int(teacher["concurrency"]))
-        trajectories = run_policy(environment, policy, list(tasks.values()), settings["steps"], greedy=True,
-                                  few_shot=bool(settings["steps"]["few_shot"]))
+        trajectories = run_policy(environment, policy, list(tasks.values()), settings.steps, greedy=True,
+                                  few_shot=bool(settings.steps.few_shot))
     else:
         schema = {"pool": art.POOL, "eval": art.EVAL}[program_schema]
         frames = [art.read_table(path, schema) for path in program_paths]
@@ -185,27 +176,28 @@ def agent_evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: 
     from envisions_flow.stages.ipr import ipr_step_reward  # here: both import this module
     from envisions_flow.stages.mixture import mixture_metrics
 
-    settings = run_settings_for(config, run)
+    settings = settings_for(AgentEvaluateSettings, config, run)
     domain, run_name = parse_run_dir(run)
-    method = method_of(config, run_name)
-    steps = settings["steps"]
-    few_shot = bool(steps["few_shot"]) and method == "mixture" and iteration == 0
-    scores_steps = method == "ipr" and settings["ipr"]["eval_step_reward"] and scorer
-    policy = backend_for(config, model_dir, engines=models_in_process(scorer if scores_steps else None, model_dir))
+    method = settings.method
+    steps = settings.steps
+    few_shot = bool(steps.few_shot) and method == "mixture" and iteration == 0
+    scores_steps = method == "ipr" and settings.ipr.eval_step_reward and scorer
+    policy = backend_for(settings.generation, model_dir,
+                         engines=models_in_process(scorer if scores_steps else None, model_dir))
     summary: dict[str, Any] = {}
     everything: list[Trajectory] = []
     for name, path in zip(testsets, test_paths):
-        environment = step_environment(config, run, name)
+        spec = with_preset(dict(settings.testsets[name]))
+        environment = settings.environment.make(name, spec)
         tasks = task_list(art.read_table(path, art.TASKS))
         trajectories = run_policy(environment, policy, tasks, steps, greedy=True, few_shot=few_shot,
                                   prefix=f"{name}/")
         entry = outcome_summary(trajectories, success_threshold(environment))
-        entry["held_in"] = bool(dataset_spec(config, domain, name).get("held_in", True))
+        entry["held_in"] = bool(spec.get("held_in", True))
         if scores_steps:
-            entry.update(ipr_step_reward(config, settings, environment, policy, model_dir, scorer, trajectories,
-                                          iteration))
+            entry.update(ipr_step_reward(settings, environment, policy, model_dir, scorer, trajectories, iteration))
         if method == "mixture" and references:
-            entry.update(mixture_metrics(config, settings, environment, tasks, trajectories, references))
+            entry.update(mixture_metrics(settings, environment, tasks, trajectories, references))
         summary[name] = entry
         everything += trajectories
         log.info("%s %s: success %.3f, final reward %.3f on %d", out_json, name, entry["accuracy"],

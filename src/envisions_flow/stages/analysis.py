@@ -13,7 +13,8 @@ import pandas as pd
 from envisions_flow.methods.analysis import correct_unique, exploration_metrics, log_prob_margins
 from envisions_flow.report.accuracy import RunAccuracy, paired_difference
 from envisions_flow.report.intervals import format_p
-from envisions_flow.stages.common import environment_for, iteration_of
+from envisions_flow.stages.common import iteration_of
+from envisions_flow.stages.settings import AnalysisSettings, MarginsSettings, settings_for
 from envisions_flow.workflow import artifacts as art
 from envisions_flow.workflow.runs import method_of, parse_run_dir
 
@@ -22,7 +23,8 @@ log = logging.getLogger("envisions_flow")
 
 def margins(config: dict[str, Any], run: str, model_dir: str, u2_path: str, out: str) -> None:
     """Δlog p of the iteration's U2 pairs under its trained checkpoint (paper Fig. 5b)."""
-    frame = log_prob_margins(model_dir, art.read_table(u2_path, art.U2), environment_for(config, run))
+    environment = settings_for(MarginsSettings, config, run).train_environment()
+    frame = log_prob_margins(model_dir, art.read_table(u2_path, art.U2), environment)
     art.write_table(frame, out, art.MARGINS)
     log.info("%s: mean Δlog p %.4f over %d pairs", out, frame["margin"].mean() if len(frame) else float("nan"),
              len(frame))
@@ -39,7 +41,8 @@ def analyze(config: dict[str, Any], run: str, eval_paths: Sequence[str], exec_pa
     domain, run_name = parse_run_dir(run)
     # what EA/STB count as one input: the task, unless the environment says otherwise (web: the MiniWob task,
     # since every iteration explores fresh episodes of it)
-    unit = getattr(environment_for(config, run), "exploration_unit", lambda task_id: task_id)
+    environment = settings_for(AnalysisSettings, config, run).train_environment()
+    unit = getattr(environment, "exploration_unit", lambda task_id: task_id)
     solved: dict[int, set[str]] = {}
     for path in exec_paths:
         judged = art.read_table(path, art.EXECUTIONS)

@@ -1,7 +1,7 @@
-"""What every stage shares: the run's settings, its environment and generation backend, seeds and shards.
+"""What every stage shares: its generation backend, seeds and shards, the rows it writes.
 
 A stage names its run by the run's directory under results/ ("math" for the default ENVISIONS run,
-"math/star" for a named one); the run's strategy (workflow/runs.py) decides what the stage does.
+"math/star" for a named one) and reads what decides its output from its settings object (settings.py).
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from envisions_flow.environments.base import Environment, Task
-from envisions_flow.environments.registry import make_environment
 from envisions_flow.generation.base import Generation, load_backend
-from envisions_flow.workflow.config import dataset_spec
-from envisions_flow.workflow.extras import require
-from envisions_flow.workflow.runs import parse_run_dir, run_settings
+from envisions_flow.stages.settings import Backend, Sampling
+from envisions_flow.workflow.runs import parse_run_dir
 
 log = logging.getLogger("envisions_flow")
 
@@ -29,34 +27,20 @@ def task_list(frame: pd.DataFrame) -> list[Task]:
     return [Task(row.id, row.question, row.answer) for row in frame.itertuples()]
 
 
-def run_settings_for(config: dict[str, Any], run: str) -> dict[str, Any]:
-    """The settings a run sees: its domain's, with the method's strategy and the run's overrides."""
-    return run_settings(config, *parse_run_dir(run))
-
-
-def environment_for(config: dict[str, Any], run: str, dataset: str = "train") -> Environment:
-    """The run's environment, set up for one dataset (answer type, world assumption)."""
-    domain = parse_run_dir(run)[0]
-    if domain == "web":
-        require("web", "the web domain (MiniWob++ in Chromium)")
-    return make_environment(domain, run_settings_for(config, run), dataset_spec(config, domain, dataset))
-
-
 VLLM_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len")
 
 
-def backend_for(config: dict[str, Any], model_dir: str | Path, engines: int = 1):
+def backend_for(generation: Backend, model_dir: str | Path, engines: int = 1):
     """The policy's generation backend; `engines`: models this process holds (vLLM shares GPU memory between them)."""
-    generation = config["generation"]
     options: dict[str, Any] = {}
-    if generation["backend"] == "vllm":
+    if generation.backend == "vllm":
         # set keys only: the schema gives them no defaults (finished runs keep their params), VLLMBackend has its own
-        options = {key: generation[key] for key in VLLM_OPTIONS if generation.get(key) is not None}
+        options = {key: getattr(generation, key) for key in VLLM_OPTIONS if getattr(generation, key) is not None}
         if engines > 1:
             options["engines"] = engines
-    batch_size = generation.get("batch_size", "auto")
-    return load_backend(generation["backend"], model_dir, batch_size=batch_size if batch_size == "auto" else int(batch_size),
-                        dtype=generation["dtype"], **options)
+    batch_size = generation.batch_size
+    return load_backend(generation.backend, model_dir, batch_size=batch_size if batch_size == "auto" else int(batch_size),
+                        dtype=generation.dtype, **options)
 
 
 def training_report(run: str, step: str, out: str | Path) -> dict[str, Any]:
@@ -66,16 +50,15 @@ def training_report(run: str, step: str, out: str | Path) -> dict[str, Any]:
     return {"run_name": f"{domain}/{name}/{step}", "log_dir": Path(out).parent / "tensorboard"}
 
 
-def stage_seed(config: dict[str, Any], iteration: int, stage: int, run: str | None = None) -> int:
+def stage_seed(seed: int, iteration: int, stage: int, seed_offset: int = 0) -> int:
     """The seed of one stage of one iteration: from `generation.seed` plus the run's `seed_offset`
     (a replicate's), so replicates of a run draw their own samples and rankings."""
-    offset = int(run_settings_for(config, run).get("seed_offset", 0)) if run else 0
-    return (int(config["generation"]["seed"]) + offset) * 1_000_003 + iteration * 101 + stage
+    return (int(seed) + int(seed_offset)) * 1_000_003 + iteration * 101 + stage
 
 
-def shard_size_of(config: dict[str, Any]) -> int:
+def shard_size_of(generation: Sampling) -> int:
     """Inputs per shard of explore and refine (`generation.shard_size`); each shard has its own seed."""
-    return int(config["generation"].get("shard_size", DEFAULT_SHARD_SIZE))
+    return int(generation.shard_size or DEFAULT_SHARD_SIZE)
 
 
 def shard_seed(seed: int, index: int) -> int:

@@ -7,10 +7,11 @@ import logging
 from collections import Counter
 from typing import Any, Sequence
 
+from envisions_flow.datasets.loaders import with_preset
 from envisions_flow.generation.base import Generation
-from envisions_flow.stages.common import backend_for, environment_for, mean, more_turns, run_settings_for, task_list
+from envisions_flow.stages.common import backend_for, mean, more_turns, task_list
+from envisions_flow.stages.settings import EvaluateSettings, settings_for
 from envisions_flow.workflow import artifacts as art
-from envisions_flow.workflow.config import dataset_spec
 from envisions_flow.workflow.runs import method_of, parse_run_dir
 
 log = logging.getLogger("envisions_flow")
@@ -27,16 +28,16 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
     With eval.self_refine, each prediction also gets one greedy refine pass
     (inference-time self-refinement, paper Table 8) and both accuracies are reported.
     """
-    settings = run_settings_for(config, run)
+    settings = settings_for(EvaluateSettings, config, run)
     domain = parse_run_dir(run)[0]
-    self_refine = bool(settings["eval"]["self_refine"])
-    max_new_tokens = int(settings["eval"]["max_new_tokens"])
-    backend = backend_for(config, model_dir)
+    self_refine = bool(settings.eval.self_refine)
+    max_new_tokens = int(settings.eval.max_new_tokens)
+    backend = backend_for(settings.generation, model_dir)
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for name, path in zip(testsets, test_paths):
-        spec = dataset_spec(config, domain, name)
-        environment = environment_for(config, run, name)
+        spec = with_preset(dict(settings.testsets[name]))
+        environment = settings.environment.make(name, spec)
         tasks = task_list(art.read_table(path, art.TASKS))
 
         def greedy(conversations: list[Any]) -> list[Generation]:
@@ -71,6 +72,7 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
         log.info("%s %s: accuracy %.3f on %d", out_json, name, summary[name]["accuracy"], len(results))
     art.write_table(rows, out_parquet, art.EVAL)
     run_name = parse_run_dir(run)[1]
+    # the run and method that computed it: a label, not a setting (a shared iteration-0 eval names the first run)
     report: dict[str, Any] = {"domain": domain, "run": run_name, "method": method_of(config, run_name),
                               "iteration": iteration, "model": str(model_dir), "testsets": summary,
                               "average": mean([entry["accuracy"] for entry in summary.values()])}

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from envisions_flow.environments.base import Task
-from envisions_flow.stages.common import environment_for, run_settings_for
+from envisions_flow.stages.settings import ExecuteSettings, settings_for
 from envisions_flow.workflow import artifacts as art
 from envisions_flow.workflow.shards import clear, fingerprint, map_in_shards
 
@@ -23,8 +23,9 @@ def execute(config: dict[str, Any], run: str, generations_path: str, out: str) -
 
     Verdicts are kept in shards of EXECUTION_SHARD programs, so a killed job resumes.
     """
+    settings = settings_for(ExecuteSettings, config, run)
     generations = art.read_table(generations_path, art.GENERATIONS)
-    environment = environment_for(config, run)
+    environment = settings.train_environment()
 
     def work(shard: Sequence[Any], index: int) -> list[dict[str, Any]]:
         results = environment.execute([Task(row.id, row.question, row.answer) for row in shard],
@@ -34,7 +35,7 @@ def execute(config: dict[str, Any], run: str, generations_path: str, out: str) -
                 for row, result in zip(shard, results)]
 
     key = fingerprint("execute", generations[["id", "sample_idx", "question", "answer", "program"]].values.tolist(),
-                      run_settings_for(config, run)["execution"])
+                      dict(settings.environment.execution))
     frame = map_in_shards(list(generations.itertuples()), EXECUTION_SHARD, out, art.EXECUTIONS, key, work)
     art.write_table(frame, out, art.EXECUTIONS)
     clear(out)

@@ -11,16 +11,15 @@ from envisions_flow.environments.base import Task
 from envisions_flow.generation.openai_backend import OpenAIChatBackend
 from envisions_flow.stages.common import (
     backend_for,
-    environment_for,
     generation_row,
     more_turns,
     one_sample_each,
-    run_settings_for,
     shard_seed,
     shard_size_of,
     stage_seed,
     task_list,
 )
+from envisions_flow.stages.settings import ExploreSettings, settings_for
 from envisions_flow.workflow import artifacts as art
 from envisions_flow.workflow.shards import clear, files_signature, fingerprint, map_in_shards
 
@@ -29,16 +28,16 @@ log = logging.getLogger("envisions_flow")
 
 def explore(config: dict[str, Any], run: str, iteration: int, tasks_path: str, model_dir: str, out: str) -> None:
     """Self-exploration: K samples per input with their self-rewards (Steps 1 and 7), kept in shards."""
-    settings = run_settings_for(config, run)
+    settings = settings_for(ExploreSettings, config, run)
     tasks = task_list(art.read_table(tasks_path, art.TASKS))
-    environment = environment_for(config, run)
-    few_shot = iteration <= int(settings["explore"]["few_shot_iterations"])
-    if settings["strategy"]["explorer"] == "teacher":
-        backend, model = OpenAIChatBackend(**settings["teacher"]), settings["teacher"]
+    environment = settings.train_environment()
+    few_shot = iteration <= int(settings.explore.few_shot_iterations)
+    if settings.strategy.explorer == "teacher":
+        backend, model = OpenAIChatBackend(**settings.teacher), dict(settings.teacher)
     else:
-        backend, model = backend_for(config, model_dir), files_signature(model_dir)
-    k, max_new_tokens = int(settings["explore"]["k"]), int(settings["explore"]["max_new_tokens"])
-    seed = stage_seed(config, iteration, 1, run)
+        backend, model = backend_for(settings.generation, model_dir), files_signature(model_dir)
+    k, max_new_tokens = int(settings.explore.k), int(settings.explore.max_new_tokens)
+    seed = stage_seed(settings.generation.seed, iteration, 1, settings.seed_offset)
 
     def work(shard: Sequence[Task], index: int) -> list[dict[str, Any]]:
         conversations = [environment.explore_prompt(task, few_shot) for task in shard]
@@ -56,8 +55,8 @@ def explore(config: dict[str, Any], run: str, iteration: int, tasks_path: str, m
 
     started = time.monotonic()
     key = fingerprint("explore", [(t.id, t.question) for t in tasks], few_shot, k, max_new_tokens, seed, model,
-                      shard_size_of(config))
-    frame = map_in_shards(tasks, shard_size_of(config), out, art.GENERATIONS, key, work)
+                      shard_size_of(settings.generation))
+    frame = map_in_shards(tasks, shard_size_of(settings.generation), out, art.GENERATIONS, key, work)
     art.write_table(frame, out, art.GENERATIONS)
     clear(out)
     log.info("%s: %d samples (%d inputs, few-shot=%s), %d tokens in %.0f s", out, len(frame), len(tasks), few_shot,

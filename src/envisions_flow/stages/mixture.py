@@ -13,11 +13,17 @@ from envisions_flow.stages.agents import (
     is_solved,
     read_trajectories,
     run_policy,
-    step_environment,
     success_threshold,
     write_trajectories,
 )
-from envisions_flow.stages.common import backend_for, mean, run_settings_for, stage_seed, task_list, training_report
+from envisions_flow.stages.agent_settings import (
+    AgentEvaluateSettings,
+    MixtureIndomainSettings,
+    MixtureSyntheticSettings,
+    MixtureTrainSettings,
+)
+from envisions_flow.stages.common import backend_for, mean, stage_seed, task_list, training_report
+from envisions_flow.stages.settings import settings_for
 from envisions_flow.workflow import artifacts as art
 
 log = logging.getLogger("envisions_flow")
@@ -26,10 +32,10 @@ log = logging.getLogger("envisions_flow")
 EMBEDDING_CACHE = "results/embedding_cache"
 
 
-def _embedder(settings: dict[str, Any]) -> Any:
+def _embedder(embedding_model: str) -> Any:
     from envisions_flow.methods.mixture import Embedder
 
-    return Embedder(settings["mixture"]["embedding_model"], EMBEDDING_CACHE)
+    return Embedder(embedding_model, EMBEDDING_CACHE)
 
 
 _VALUES = re.compile(r'"[^"]*"|“[^”]*”|\'[^\']*\'|\b\d+(?:\.\d+)?\b')
@@ -45,8 +51,8 @@ def _step_text(step: Step) -> str:
     return f"{step.action}\n{step.observation}"
 
 
-def mixture_metrics(config: dict[str, Any], settings: dict[str, Any], environment: Any, tasks: Sequence[Task],
-                     trajectories: Sequence[Trajectory], references_path: str) -> dict[str, Any]:
+def mixture_metrics(settings: AgentEvaluateSettings, environment: Any, tasks: Sequence[Task],
+                    trajectories: Sequence[Trajectory], references_path: str) -> dict[str, Any]:
     """Functional correctness, capability score and VERTEX_DTW with bootstrap intervals (mixture paper §3).
 
     The trivial agent is a real episode with no action: tasks it solves do not count towards a
@@ -62,13 +68,13 @@ def mixture_metrics(config: dict[str, Any], settings: dict[str, Any], environmen
     )
     from envisions_flow.methods.mixture import objective_of
 
-    mixture = settings["mixture"]
-    embedder = _embedder(settings)
+    mixture = settings.mixture
+    embedder = _embedder(mixture.embedding_model)
     threshold = success_threshold(environment)
     success = [is_solved(t, threshold) for t in trajectories]
     trivial = [o.done and o.reward >= threshold for o in environment.replay(tasks, [[] for _ in tasks])]
     templates = [template_of(objective_of(task.question)) for task in tasks]
-    groups = capability_groups(embedder.encode(templates), float(mixture["capability_similarity"]))
+    groups = capability_groups(embedder.encode(templates), float(mixture.capability_similarity))
     references: dict[str, list[Trajectory]] = {}
     for reference in read_trajectories(references_path):
         references.setdefault(reference.task.id, []).append(reference)
@@ -81,8 +87,8 @@ def mixture_metrics(config: dict[str, Any], settings: dict[str, Any], environmen
         do_nothing = embedder.encode([_step_text(Step(task.question, "", "", 0.0, True, ""))])
         test = embedder.encode([_step_text(step) for step in trajectory.steps]) if trajectory.steps else do_nothing
         vertex.append(vertex_dtw(test, refs, trivial_baseline(do_nothing, refs)))
-    summary = metric_summary(success, trivial, groups, vertex, samples=int(mixture["bootstrap_samples"]),
-                             seed=int(config["generation"]["seed"]))
+    summary = metric_summary(success, trivial, groups, vertex, samples=int(mixture.bootstrap_samples),
+                             seed=int(settings.generation.seed))
     summary["trivial"] = {"accuracy": mean([float(t) for t in trivial]),
                           "capability_score": capability_score(groups, trivial, trivial)}
     return summary
@@ -97,13 +103,14 @@ def mixture_indomain(config: dict[str, Any], run: str, iteration: int, policy_di
     """
     from envisions_flow.methods.mixture import filter_trajectories
 
-    settings = run_settings_for(config, run)
-    environment = step_environment(config, run)
+    settings = settings_for(MixtureIndomainSettings, config, run)
+    environment = settings.train_environment()
     tasks = task_list(art.read_table(tasks_path, art.TASKS))
     untrained = iteration == 1
-    trajectories = run_policy(environment, backend_for(config, policy_dir), tasks, settings["steps"], greedy=False,
-                              few_shot=bool(settings["steps"]["few_shot"]) and untrained,
-                              n=int(settings["mixture"]["samples_per_task"]), seed=stage_seed(config, iteration, 11))
+    trajectories = run_policy(environment, backend_for(settings.generation, policy_dir), tasks, settings.steps,
+                              greedy=False, few_shot=bool(settings.steps.few_shot) and untrained,
+                              n=int(settings.mixture.samples_per_task),
+                              seed=stage_seed(settings.generation.seed, iteration, 11))
     kept, dropped = filter_trajectories(trajectories)
     threshold = success_threshold(environment)
     solved = {t.episode_id for t in trajectories if is_solved(t, threshold)}
@@ -119,14 +126,15 @@ def mixture_synthetic(config: dict[str, Any], run: str, iteration: int, policy_d
     """Out-of-domain tasks with hypothetical trajectories, kept below the similarity threshold."""
     from envisions_flow.methods.mixture import objective_of, synthesize
 
-    settings = run_settings_for(config, run)
-    mixture = settings["mixture"]
+    settings = settings_for(MixtureSyntheticSettings, config, run)
+    mixture = settings.mixture
     indomain = read_trajectories(indomain_path)
     objectives = [objective_of(t.task.question) for t in indomain]
-    synthetic, counts = synthesize(backend_for(config, policy_dir), indomain, objectives, _embedder(settings),
-                                   int(mixture["synthetic_tasks"]), int(mixture["synthetic_attempts"]),
-                                   float(mixture["similarity_threshold"]),
-                                   4 * int(settings["steps"]["max_new_tokens"]), stage_seed(config, iteration, 13))
+    synthetic, counts = synthesize(backend_for(settings.generation, policy_dir), indomain, objectives,
+                                   _embedder(mixture.embedding_model), int(mixture.synthetic_tasks),
+                                   int(mixture.synthetic_attempts), float(mixture.similarity_threshold),
+                                   4 * int(settings.steps.max_new_tokens),
+                                   stage_seed(settings.generation.seed, iteration, 13))
     write_trajectories(synthetic, out)
     art.write_json(counts, out_summary)
     log.info("%s: %s", out, counts)
@@ -142,14 +150,15 @@ def mixture_train(config: dict[str, Any], run: str, iteration: int, init_model: 
 
     require("agents", "LoRA fine-tuning (mixture runs)")
 
-    settings = run_settings_for(config, run)
-    environment = step_environment(config, run)
+    settings = settings_for(MixtureTrainSettings, config, run)
+    environment = settings.train_environment()
     trajectories = [t for path in (indomain_path, synthetic_path) if path for t in read_trajectories(path)]
     tokenizer = load_tokenizer(init_model)
     examples = []
-    for trajectory, index in balanced_steps(trajectories, int(settings["training"]["seed"]) + iteration):
+    for trajectory, index in balanced_steps(trajectories, int(settings.training["seed"]) + iteration):
         messages, trained = step_conversation(environment, trajectory, index)
         examples.append(trajectory_example(tokenizer, messages, trained))
-    metrics = train_trajectories(init_model, examples, settings["training"], out, lora=settings["mixture"]["lora"],
+    metrics = train_trajectories(init_model, examples, dict(settings.training), out,
+                                 lora=dict(settings.mixture.lora),
                                  **training_report(run, f"iter{iteration}", out))
     log.info("%s: %d step examples from %d trajectories", out, metrics["train_examples"], len(trajectories))

@@ -10,15 +10,14 @@ from typing import Any, Sequence
 from envisions_flow.environments.base import Task
 from envisions_flow.stages.common import (
     backend_for,
-    environment_for,
     generation_row,
     more_turns,
     one_sample_each,
-    run_settings_for,
     shard_seed,
     shard_size_of,
     stage_seed,
 )
+from envisions_flow.stages.settings import RefineSettings, settings_for
 from envisions_flow.workflow import artifacts as art
 from envisions_flow.workflow.shards import clear, files_signature, fingerprint, map_in_shards
 
@@ -27,12 +26,12 @@ log = logging.getLogger("envisions_flow")
 
 def refine(config: dict[str, Any], run: str, iteration: int, samples_path: str, model_dir: str, out: str) -> None:
     """Self-refinement: one refined program per sample, written from (x, a_k) (Steps 4 and 7), kept in shards."""
-    settings = run_settings_for(config, run)
+    settings = settings_for(RefineSettings, config, run)
     samples = art.read_table(samples_path, art.GENERATIONS)
-    environment = environment_for(config, run)
-    backend = backend_for(config, model_dir)
-    max_new_tokens = int(settings["refine"]["max_new_tokens"])
-    seed = stage_seed(config, iteration, 2, run)
+    environment = settings.train_environment()
+    backend = backend_for(settings.generation, model_dir)
+    max_new_tokens = int(settings.refine.max_new_tokens)
+    seed = stage_seed(settings.generation.seed, iteration, 2, settings.seed_offset)
 
     def work(shard: Sequence[Any], index: int) -> list[dict[str, Any]]:
         tasks = [Task(row.id, row.question, row.answer) for row in shard]
@@ -48,8 +47,8 @@ def refine(config: dict[str, Any], run: str, iteration: int, samples_path: str, 
     started = time.monotonic()
     rows = list(samples.itertuples())
     key = fingerprint("refine", samples[["id", "sample_idx", "question", "program"]].values.tolist(), max_new_tokens,
-                      seed, files_signature(model_dir), shard_size_of(config))
-    frame = map_in_shards(rows, shard_size_of(config), out, art.GENERATIONS, key, work)
+                      seed, files_signature(model_dir), shard_size_of(settings.generation))
+    frame = map_in_shards(rows, shard_size_of(settings.generation), out, art.GENERATIONS, key, work)
     art.write_table(frame, out, art.GENERATIONS)
     clear(out)
     log.info("%s: %d refinements in %.0f s", out, len(frame), time.monotonic() - started)

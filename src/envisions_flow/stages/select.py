@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from envisions_flow.methods.selection import filter_trajectories, preference_pairs, select_training_sets, update_pool
-from envisions_flow.stages.common import backend_for, environment_for, run_settings_for, stage_seed, task_list
+from envisions_flow.stages.common import backend_for, stage_seed, task_list
+from envisions_flow.stages.settings import JudgeSettings, PoolSettings, SelectSettings, settings_for
 from envisions_flow.workflow import artifacts as art
 
 log = logging.getLogger("envisions_flow")
@@ -25,12 +26,12 @@ def _judged(generations_path: str, executions_path: str) -> pd.DataFrame:
 def build_pool(config: dict[str, Any], run: str, iteration: int, previous_pool: str | None, samples: str,
                samples_exec: str, refinements: str | None, refinements_exec: str | None, out: str) -> None:
     """Eq. 2 per (x, k), then the pool of the previous iteration (when the run keeps one) plus the chosen."""
-    strategy = run_settings_for(config, run)["strategy"]
-    environment = environment_for(config, run)
+    settings = settings_for(PoolSettings, config, run)
+    environment = settings.train_environment()
     columns = ["id", "sample_idx", "question", "answer", "program", "b", "self_reward"]
-    refined = _judged(refinements, refinements_exec)[columns] if strategy["refine"] and refinements else None
+    refined = _judged(refinements, refinements_exec)[columns] if settings.strategy.refine and refinements else None
     chosen = filter_trajectories(_judged(samples, samples_exec)[columns], refined, iteration)
-    previous = art.read_table(previous_pool, art.POOL) if previous_pool and strategy["pool"] else None
+    previous = art.read_table(previous_pool, art.POOL) if previous_pool and settings.strategy.pool else None
     pool = update_pool(previous, chosen, environment.program_key)
     art.write_table(pool, out, art.POOL)
     log.info("%s: %d trajectories (%d positive), %d refined chosen this iteration", out, len(pool),
@@ -41,11 +42,13 @@ def judge(config: dict[str, Any], run: str, iteration: int, samples_path: str, m
     """Self-Rewarding: the policy scores each of its samples with the LLM-as-a-judge rubric."""
     from envisions_flow.methods.judging import score_all
 
-    options = run_settings_for(config, run)["self_rewarding"]
+    settings = settings_for(JudgeSettings, config, run)
+    options = settings.self_rewarding
     samples = art.read_table(samples_path, art.GENERATIONS)
     started = time.monotonic()
-    scores = score_all(backend_for(config, model_dir), task_list(samples), list(samples["program"]),
-                       int(options["judge_samples"]), int(options["judge_max_new_tokens"]), stage_seed(config, iteration, 4, run))
+    scores = score_all(backend_for(settings.generation, model_dir), task_list(samples), list(samples["program"]),
+                       int(options.judge_samples), int(options.judge_max_new_tokens),
+                       stage_seed(settings.generation.seed, iteration, 4, settings.seed_offset))
     rows = [{"id": row.id, "sample_idx": row.sample_idx, "score": score, "judgment": text}
             for row, (score, text) in zip(samples.itertuples(), scores)]
     art.write_table(rows, out, art.JUDGMENTS)
@@ -60,19 +63,19 @@ def select(config: dict[str, Any], run: str, iteration: int, pool_path: str, out
     Runs labelled by their own judge take their pairs from the judgments of
     this iteration's samples instead of from the environment's verdicts.
     """
-    settings = run_settings_for(config, run)
-    selection, strategy = settings["selection"], settings["strategy"]
+    settings = settings_for(SelectSettings, config, run)
+    selection, strategy = settings.selection, settings.strategy
     pool = art.read_table(pool_path, art.POOL)
-    seed = stage_seed(config, iteration, 3, run)
-    n1, n2 = int(selection["n1"]), int(selection["n2"])
-    u1, u2 = select_training_sets(pool, n1, n2, selection["u1_rule"], strategy["ranking"], seed)
-    if strategy["labels"] == "judge":
+    seed = stage_seed(settings.generation.seed, iteration, 3, settings.seed_offset)
+    n1, n2 = int(selection.n1), int(selection.n2)
+    u1, u2 = select_training_sets(pool, n1, n2, selection.u1_rule, strategy.ranking, seed)
+    if strategy.labels == "judge":
         from envisions_flow.methods.judging import judged_pairs
 
         u2 = judged_pairs(art.read_table(samples_path, art.GENERATIONS), art.read_table(judgments_path, art.JUDGMENTS),
                           n2)
-    elif strategy["dpo"]:
-        u2 = preference_pairs(pool, n2, strategy["ranking"], seed)
+    elif strategy.dpo:
+        u2 = preference_pairs(pool, n2, strategy.ranking, seed)
     art.write_table(u1, out_u1, art.U1)
     art.write_table(u2, out_u2, art.U2)
     log.info("%s: %d positives for %d inputs; %s: %d pairs", out_u1, len(u1), u1["id"].nunique(), out_u2, len(u2))

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
-from envisions_flow.stages.common import environment_for, run_settings_for, training_report
+from envisions_flow.stages.common import training_report
+from envisions_flow.stages.settings import TrainSettings, WarmupSettings, settings_for
 from envisions_flow.workflow import artifacts as art
 from envisions_flow.workflow.runs import training_plan
 
@@ -21,12 +23,12 @@ def warmup(config: dict[str, Any], run: str, base_model: str, out: str) -> None:
     from envisions_flow.training.trainers import load_tokenizer
     from envisions_flow.training.trainers import train as run_training
 
-    settings = run_settings_for(config, run)
+    settings = settings_for(WarmupSettings, config, run)
     tokenizer = load_tokenizer(base_model)
     examples = [{"prompt": render_chat(tokenizer, [{"role": "user", "content": e["prompt"]}]),
                  "completion": e["completion"], "loss": "warmup"}
-                for e in load_warmup(settings["self_rewarding"]["warmup"])]
-    metrics = run_training(base_model, examples, settings["training"], out, **training_report(run, "warmup", out))
+                for e in load_warmup(settings.self_rewarding.warmup)]
+    metrics = run_training(base_model, examples, dict(settings.training), out, **training_report(run, "warmup", out))
     log.info("%s: warmed up on %d examples: %s", out, len(examples), metrics)
 
 
@@ -42,19 +44,18 @@ def train(config: dict[str, Any], run: str, iteration: int, init_model: str, u1_
     from envisions_flow.training.trainers import load_tokenizer
     from envisions_flow.training.trainers import train as run_training
 
-    settings = run_settings_for(config, run)
+    settings = settings_for(TrainSettings, config, run)
     if launch("envisions_flow.stages.train:train", [config, run, iteration, init_model, u1_path, u2_path, out],
-              settings["training"], Path(out).parent):
+              dict(settings.training), Path(out).parent):
         return
-    strategy = settings["strategy"]
-    environment = environment_for(config, run)
+    environment = settings.train_environment()
     tokenizer = load_tokenizer(init_model)
     u1, u2 = art.read_table(u1_path, art.U1), art.read_table(u2_path, art.U2)
-    plan = training_plan(strategy, iteration)
+    plan = training_plan(dataclasses.asdict(settings.strategy), iteration)
     examples = build_examples(u1 if plan["sft"] else u1.iloc[0:0], u2 if plan["l2"] else u2.iloc[0:0],
                               environment, tokenizer)
     pairs = build_pairs(u2, environment, tokenizer) if plan["dpo"] else []
-    metrics = run_training(init_model, examples, settings["training"], out, pairs, settings["dpo"],
+    metrics = run_training(init_model, examples, dict(settings.training), out, pairs, dict(settings.dpo),
                            **training_report(run, f"iter{iteration}", out))
     log.info("%s: trained from %s on %d SFT examples and %d DPO pairs: %s", out, init_model, len(examples),
              len(pairs), metrics)

@@ -36,7 +36,7 @@ def epilogue(configfiles: list[str], results: Path = Path("results")) -> str:
         f"Time per stage: .venv/bin/python -m envisions_flow.workflow.logs {results}/logs",
         (f"Report: {report} (tables and figures in {results}/report/)" if compare and report.is_file() else
          f"Report: make report -> {results}/report.html (the paper's tables and figures for these runs)"),
-        ("Next: README.md, 'Running it yourself' and 'Run on a Slurm cluster'" if compare else
+        ("Next: README.md, 'Running it yourself'; docs/slurm.md on a Slurm cluster" if compare else
          "Next: make demo-compare (ENVISIONS beside STaR, SFT+DPO and w/o L2, 3 seeds each: hours on 2 cores); "
          "make test; README.md, 'Running it yourself'"),
     ]

@@ -12,7 +12,7 @@ Every number is an upper bound computed from the config alone, before anything r
 GPU hours are tokens / (tokens per second per GPU) / 3600: they assume the work spreads over GPUs
 without loss, so they do not depend on how many GPUs a job has.
 
-From the project directory (README, "Run on a Slurm cluster"):
+From the project directory (docs/slurm.md, step 5):
 
     .venv/bin/python -m envisions_flow.workflow.gpu_hours                       # config/config.yaml, per iteration
     .venv/bin/python -m envisions_flow.workflow.gpu_hours --configfile config/demo.yaml --summary

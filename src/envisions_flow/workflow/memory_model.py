@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from envisions_flow.workflow.config import ConfigError
+
 GIB = 1024**3
 FIT_FRACTION = 0.8
 # CUDA context, cuBLAS workspace and NCCL buffers of one process on one GPU
@@ -293,3 +295,48 @@ def tensor_parallel_size(shape: ModelShape, gpus: int, requested: int | None = N
             raise ValueError(f"generation.tensor_parallel_size: {requested} GPUs wanted, the job sees {gpus}")
         return requested
     return max(size for size in range(1, max(1, gpus) + 1) if valid(size))
+
+
+def model_shape(config: Mapping[str, Any], results: str | Path = "results") -> tuple[ModelShape | None, str]:
+    """The model's shape and where it was read (or why it is unknown).
+
+    From the converted base model, a local `model.path`, the Hugging Face cache for a hub id, the
+    embedded GGUF file, or `memory_plan.architecture` (config.json's keys) when none can be read;
+    a given architecture that disagrees with a config.json that can be read is an error.
+    """
+    given = (config.get("memory_plan") or {}).get("architecture")
+    found = _config_json(config, Path(results))
+    if found is None:
+        if given:
+            return ModelShape.from_config(given, "memory_plan.architecture"), "memory_plan.architecture"
+        return None, ("the model's config.json cannot be read before it is downloaded: give memory_plan.architecture "
+                      "(its hidden_size, num_hidden_layers, ...) or a local model.path")
+    source, values = found
+    shape = ModelShape.from_config(values, source)
+    if given and ModelShape.from_config(given, "memory_plan.architecture") != shape:
+        raise ConfigError(f"memory_plan.architecture disagrees with {source} ({ModelShape.from_config(given)} vs "
+                          f"{shape}): remove it, or make it the model's")
+    return shape, source
+
+
+def _config_json(config: Mapping[str, Any], results: Path) -> tuple[str, dict[str, Any]] | None:
+    from envisions_flow.workflow.models import resolve_source
+
+    converted = results / "models" / "base" / "config.json"
+    if converted.is_file():
+        return str(converted), json.loads(converted.read_text())
+    location, gguf_file = resolve_source(dict(config["model"]))
+    if gguf_file:
+        from transformers import AutoConfig
+
+        return f"{location}/{gguf_file}", AutoConfig.from_pretrained(location, gguf_file=gguf_file).to_dict()
+    local = Path(location) / "config.json"
+    if local.is_file():
+        return str(local), json.loads(local.read_text())
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(location, "config.json")
+    except Exception:  # noqa: BLE001 - not an id the cache knows: the shape is unknown
+        cached = None
+    return (str(cached), json.loads(Path(cached).read_text())) if isinstance(cached, str) else None

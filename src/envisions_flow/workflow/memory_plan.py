@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from envisions_flow.workflow.memory_model import (
     GIB,
     Estimate,
     ModelShape,
+    model_shape,
     sampling_estimate,
     scoring_estimate,
     tensor_parallel_size,
@@ -90,51 +90,6 @@ class Row:
         assert self.estimate is not None
         return self.estimate.fits(self.resources.gpu_memory if self.resources.gpus else None,
                                   self.resources.host_memory)
-
-
-def model_shape(config: Mapping[str, Any], results: str | Path = "results") -> tuple[ModelShape | None, str]:
-    """The model's shape and where it was read (or why it is unknown).
-
-    From the converted base model, a local `model.path`, the Hugging Face cache for a hub id, the
-    embedded GGUF file, or `memory_plan.architecture` (config.json's keys) when none can be read;
-    a given architecture that disagrees with a config.json that can be read is an error.
-    """
-    given = (config.get("memory_plan") or {}).get("architecture")
-    found = _config_json(config, Path(results))
-    if found is None:
-        if given:
-            return ModelShape.from_config(given, "memory_plan.architecture"), "memory_plan.architecture"
-        return None, ("the model's config.json cannot be read before it is downloaded: give memory_plan.architecture "
-                      "(its hidden_size, num_hidden_layers, ...) or a local model.path")
-    source, values = found
-    shape = ModelShape.from_config(values, source)
-    if given and ModelShape.from_config(given, "memory_plan.architecture") != shape:
-        raise ConfigError(f"memory_plan.architecture disagrees with {source} ({ModelShape.from_config(given)} vs "
-                          f"{shape}): remove it, or make it the model's")
-    return shape, source
-
-
-def _config_json(config: Mapping[str, Any], results: Path) -> tuple[str, dict[str, Any]] | None:
-    from envisions_flow.workflow.models import resolve_source
-
-    converted = results / "models" / "base" / "config.json"
-    if converted.is_file():
-        return str(converted), json.loads(converted.read_text())
-    location, gguf_file = resolve_source(dict(config["model"]))
-    if gguf_file:
-        from transformers import AutoConfig
-
-        return f"{location}/{gguf_file}", AutoConfig.from_pretrained(location, gguf_file=gguf_file).to_dict()
-    local = Path(location) / "config.json"
-    if local.is_file():
-        return str(local), json.loads(local.read_text())
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(location, "config.json")
-    except Exception:  # noqa: BLE001 - not an id the cache knows: the shape is unknown
-        cached = None
-    return (str(cached), json.loads(Path(cached).read_text())) if isinstance(cached, str) else None
 
 
 def _mib(value: Any) -> int | None:
@@ -199,7 +154,9 @@ def _sampling(shape: ModelShape, generation: Mapping[str, Any], resources: Resou
         return (vllm_estimate(shape, tp, utilization, length), None,
                 "generation.max_model_len, or more GPUs for tensor parallelism")
     dtype = {"auto": 2 if on_gpu else 4, "float32": 4}.get(generation["dtype"], 2)
-    batch = int(generation["batch_size"])
+    # "auto" decodes as many prompts together as the free memory holds (transformers_backend.auto_batch):
+    # the job fits when one prompt's n samples do
+    batch = n if generation["batch_size"] == "auto" else int(generation["batch_size"])
     estimate = sampling_estimate(shape, batch, n, max_new_tokens, dtype, models, on_gpu=on_gpu)
     largest = next((size for size in range(batch - 1, 0, -1)
                     if sampling_estimate(shape, size, n, max_new_tokens, dtype, models, on_gpu=on_gpu).fits(

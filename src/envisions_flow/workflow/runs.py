@@ -20,8 +20,7 @@ copy of it:
 from __future__ import annotations
 
 import copy
-import json
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from envisions_flow.environments.registry import environment_class, environment_path, is_step_environment
 from envisions_flow.workflow.config import ConfigError, domain_settings
@@ -279,25 +278,3 @@ def first_policy(settings: dict[str, Any]) -> str | None:
         return (settings.get("self_rewarding") or {}).get("warmup")
     return None
 
-
-def shared_run_dir(config: dict[str, Any], domain: str, run: str, keys: tuple[str, ...],
-                   strategy_keys: tuple[str, ...] = (),
-                   settings_of: Callable[[str, str], dict[str, Any]] | None = None) -> str:
-    """The first run whose settings under `keys` (and strategy flags) equal this run's.
-
-    Runs that would compute the same artifact from the same inputs read it from
-    one place: the few-shot samples of iteration 1, its refinements, and the
-    evaluation of the base model at iteration 0.
-    """
-    def signature(name: str) -> str:
-        settings = settings_of(domain, name) if settings_of else run_settings(config, domain, name)
-        picked = {key: settings.get(key) for key in keys}
-        picked["strategy"] = {key: settings["strategy"][key] for key in strategy_keys}
-        picked["policy"] = first_policy(settings)
-        return json.dumps(picked, sort_keys=True, default=str)
-
-    own = signature(run)
-    for name in runs_of(config, domain):
-        if signature(name) == own:
-            return run_dir(domain, name)
-    return run_dir(domain, run)
