@@ -182,7 +182,8 @@ def test_samples_keep_their_own_prompt_while_rows_and_prompts_leave_the_batch(ba
     import torch
 
     from envisions_flow.generation import transformers_backend
-    from envisions_flow.generation.transformers_backend import RowStreams, SharedPrompts
+    from envisions_flow.generation.draws import RowStreams
+    from envisions_flow.generation.transformers_backend import SharedPrompts
 
     class ScriptedStreams(RowStreams):
         """RowStreams that know which sequence each remaining row is and the step being drawn."""
