@@ -80,7 +80,7 @@ def test_masks_keep_only_the_agent_turns_after_the_prompt(base_model, pairs):
 
 def test_train_ipr_starts_at_the_hand_formula_and_saves_a_checkpoint(base_model, pairs, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)  # as training computes on a CPU
     nll = [-_chosen_logp(model, tokenizer, pair) for pair in pairs if pair["kind"] == "outcome"]
     # policy == reference: both DPO terms are -log σ(0) = log 2; SFT is the mean NLL of the outcome winners
     expected = math.log(2) + math.log(2) + sum(nll) / len(nll)
@@ -105,7 +105,7 @@ def test_train_ipr_starts_at_the_hand_formula_and_saves_a_checkpoint(base_model,
 
 def test_sft_on_all_chosen_averages_over_every_pair(base_model, pairs, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     nll = [-_chosen_logp(model, tokenizer, pair) for pair in pairs]
     metrics = train_ipr(base_model, base_model, pairs, {**SETTINGS, "epochs": 1}, tmp_path / "checkpoint",
                         beta=0.1, sft_on="all_chosen")

@@ -186,7 +186,7 @@ def test_lora_fine_tuning_saves_a_plain_merged_checkpoint(tmp_path, base_model):
     assert metrics["sft"]["global_step"] == 1 and metrics["lora"] == lora
     assert json.loads((tmp_path / "checkpoint" / "training.json").read_text())["train_examples"] == 2
     trained = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint").state_dict()
-    base = AutoModelForCausalLM.from_pretrained(base_model).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32).state_dict()
     assert set(trained) == set(base)  # merged: no adapter weights left
     changed = {name for name in base if not torch.equal(trained[name], base[name])}
     assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
