@@ -31,7 +31,7 @@ $(FULL): $(CORE)
 .PHONY: setup demo demo-compare report test lint benchmarks
 setup: $(FULL)
 
-# ENVISIONS alone, two iterations on CPU (~15 min on 2 cores), then where everything is
+# ENVISIONS alone, two iterations on CPU, then where everything is
 demo: $(CORE)
 	$(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml
 	@$(BIN)/python -m envisions_flow.workflow.demo config/demo.yaml
