@@ -391,7 +391,7 @@ def test_a_checkpoint_is_removed_after_its_last_consumer_and_the_run_still_resum
     assert (results / "iter1" / "checkpoint" / "model.safetensors").is_file()
 
     blocker.unlink()
-    resumed = snakemake(workdir, "results/math/summary.md", config=config)
+    resumed = snakemake(workdir, "results/math/summary.md", "results/math/analysis.parquet", config=config)
     output = resumed.stdout + resumed.stderr
     assert "Removing temporary output results/math/iter1/checkpoint" in output
     assert "train_transient:" not in output  # iteration 1 was not trained again
