@@ -141,7 +141,9 @@ class WebEnvironment:
     def from_config(cls, domain: str, execution: Mapping[str, Any], options: Mapping[str, Any], dataset: Mapping[str, Any],
                     progress: bool) -> "WebEnvironment":
         from envisions_flow.environments.registry import execution_options
+        from envisions_flow.workflow.extras import require
 
+        require("web", f"the {domain} domain (MiniWob++ in Chromium)")
         return cls(reward_threshold=float(execution.get("reward_threshold", 0.8)),
                    max_actions=int(execution.get("max_actions", 50)), max_turns=int(execution.get("max_turns", 1)),
                    browser_relaunches=int(execution.get("browser_relaunches", 3)),

@@ -155,10 +155,7 @@ class EnvironmentSpec:
         """The environment set up for one data set (`name`, its spec: answer type, world assumption)."""
         from envisions_flow.datasets.loaders import with_preset
         from envisions_flow.environments.registry import make_environment
-        from envisions_flow.workflow.extras import require
 
-        if self.domain == "web":
-            require("web", "the web domain (MiniWob++ in Chromium)")
         settings = {"environment": self.environment, "environment_options": dict(self.environment_options),
                     "execution": dict(self.execution)}
         return make_environment(self.domain, settings, {"name": name, **with_preset(dict(spec))}, progress)
