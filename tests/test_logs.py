@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,6 +11,20 @@ from types import SimpleNamespace
 import pytest
 
 from envisions_flow.workflow.logs import main, rule_job, stage_times
+
+JOB_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM")
+
+
+@pytest.fixture(autouse=True)
+def _job_variables_restored():
+    """rule_job sets these in the process environment, which later tests' Snakemake runs would inherit."""
+    saved = {variable: os.environ.get(variable) for variable in JOB_VARIABLES}
+    yield
+    for variable, value in saved.items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
 
 
 def test_a_job_logs_its_time_and_the_breakdown_sums_them_per_rule(tmp_path: Path, capsys):
@@ -42,3 +57,20 @@ def test_a_failing_job_logs_its_traceback_and_no_time(tmp_path: Path):
     logging.shutdown()
     text = log.read_text()
     assert "rule train failed" in text and "boom" in text and "finished in" not in text
+
+
+@pytest.mark.parametrize(("cap", "threads"), [(None, 2), ("1", 1), ("4", 2), ("0", 2), ("", 2)])
+def test_a_job_gets_its_rules_threads_at_most_the_environments_cap(cap, threads, monkeypatch, tmp_path: Path):
+    import torch
+
+    before = torch.get_num_threads()
+    for variable in JOB_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    if cap is not None:
+        monkeypatch.setenv("OMP_NUM_THREADS", cap)
+    try:
+        with rule_job(SimpleNamespace(threads=2, log=[str(tmp_path / "explore.log")], rule="explore")):
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+        logging.shutdown()

@@ -198,6 +198,7 @@ def _planned_rules(dry_run_output: str) -> set[str]:
     return set(_planned_jobs(dry_run_output))
 
 
+@pytest.mark.xdist_group("tiny_run")  # one worker makes the shared run and runs its readers
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # it may make the session's shared run first
 def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model: Path, tiny_run: Path):
@@ -309,6 +310,7 @@ def _artifact_rows(workdir: Path) -> dict[str, pd.DataFrame]:
     return frames
 
 
+@pytest.mark.xdist_group("tiny_run")  # one worker makes the shared run and runs its readers
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # it may make the session's shared run first
 def test_sigkill_in_every_stage_then_resume_gives_the_artifacts_of_an_uninterrupted_run(tmp_path: Path,
