@@ -50,7 +50,7 @@ def rule_job(snakemake: Any) -> Iterator[None]:
     Torch gets the rule's threads (Snakemake exports them as `OMP_NUM_THREADS`), or fewer where
     `ENVISIONS_MAX_THREADS` caps them: two 2-thread torch processes on 2 cores each run 6x slower (their
     OpenMP threads spin while they wait), so whoever shares the cores between several Snakemake runs (the
-    test suite's workers) sets it; a Slurm job inherits it from the submitting shell."""
+    test suite's workers) sets it."""
     threads = str(job_threads(int(getattr(snakemake, "threads", 1))))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = threads
