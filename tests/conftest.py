@@ -15,13 +15,16 @@ def _share_the_cores_between_workers() -> None:
     2 cores each decode 6x slower (OpenMP threads spin while they wait), two 1-thread ones 1.7x faster
     together than one after the other. A thread count set by whoever runs the suite (`OMP_NUM_THREADS`)
     is kept for the tests' own torch; where it oversubscribes the cores, OpenMP threads sleep while they wait."""
+    from envisions_flow.workflow.logs import MAX_THREADS  # standard library only: no torch before the threads are set
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers < 2:
         return
-    share = str(max(1, len(os.sched_getaffinity(0)) // workers))
-    os.environ.setdefault("ENVISIONS_MAX_THREADS", share)
+    cores = len(os.sched_getaffinity(0))
+    share = str(max(1, cores // workers))
+    os.environ.setdefault(MAX_THREADS, share)
     os.environ.setdefault("OMP_NUM_THREADS", share)
-    if int(os.environ["OMP_NUM_THREADS"]) * workers > len(os.sched_getaffinity(0)):
+    if int(os.environ["OMP_NUM_THREADS"]) * workers > cores:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from envisions_flow.workflow.logs import main, rule_job, stage_times
+from envisions_flow.workflow.logs import MAX_THREADS, main, rule_job, stage_times
 
-JOB_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM", "ENVISIONS_MAX_THREADS")
+JOB_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM", MAX_THREADS)
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +68,7 @@ def test_a_job_gets_its_rules_threads_at_most_the_environments_cap(cap, threads,
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what Snakemake exports for a 2-thread job
     if cap is not None:
-        monkeypatch.setenv("ENVISIONS_MAX_THREADS", cap)
+        monkeypatch.setenv(MAX_THREADS, cap)
     try:
         with rule_job(SimpleNamespace(threads=2, log=[str(tmp_path / "explore.log")], rule="explore")):
             assert torch.get_num_threads() == threads
