@@ -33,32 +33,48 @@ def evaluate(config: dict[str, Any], run: str, iteration: int, model_dir: str, t
     self_refine = bool(settings.eval.self_refine)
     max_new_tokens = int(settings.eval.max_new_tokens)
     backend = backend_for(settings.generation, model_dir)
+    environments, task_lists, specs = [], [], []
+    for name, path in zip(testsets, test_paths):
+        specs.append(with_preset(dict(settings.testsets[name])))
+        environments.append(settings.environment.make(name, specs[-1]))
+        task_lists.append(task_list(art.read_table(path, art.TASKS)))
+
+    def greedy(conversations: list[list[Any]]) -> list[list[Generation]]:
+        """Every test set's first turn in one decoding call (fewer, fuller batches than one call per set),
+        then each set's further turns."""
+        flat = backend.greedy([backend.render(messages) for part in conversations for messages in part],
+                              max_new_tokens)
+        replies, start = [], 0
+        for environment, tasks, part in zip(environments, task_lists, conversations):
+            replies.append(more_turns(environment, backend, tasks, part, flat[start : start + len(part)],
+                                      lambda more, turn: backend.greedy(more, max_new_tokens)))
+            start += len(part)
+        return replies
+
+    explored = greedy([[environment.explore_prompt(task, few_shot=iteration == 0) for task in tasks]
+                       for environment, tasks in zip(environments, task_lists)])
+    programs = [[environment.extract_program(generation.text) for generation in generations]
+                for environment, generations in zip(environments, explored)]
+    refined_programs: list[list[str | None]] = [[None] * len(tasks) for tasks in task_lists]
+    if self_refine:
+        refined = greedy([[environment.refine_prompt(task, program) for task, program in zip(tasks, part)]
+                          for environment, tasks, part in zip(environments, task_lists, programs)])
+        refined_programs = [[environment.extract_program(generation.text) for generation in generations]
+                            for environment, generations in zip(environments, refined)]
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
-    for name, path in zip(testsets, test_paths):
-        spec = with_preset(dict(settings.testsets[name]))
-        environment = settings.environment.make(name, spec)
-        tasks = task_list(art.read_table(path, art.TASKS))
-
-        def greedy(conversations: list[Any]) -> list[Generation]:
-            generations = backend.greedy([backend.render(messages) for messages in conversations], max_new_tokens)
-            return more_turns(environment, backend, tasks, conversations, generations,
-                               lambda more, turn: backend.greedy(more, max_new_tokens))
-
-        generations = greedy([environment.explore_prompt(task, few_shot=iteration == 0) for task in tasks])
-        programs = [environment.extract_program(generation.text) for generation in generations]
-        results = environment.execute(tasks, programs)
-        refined_programs: list[str | None] = [None] * len(tasks)
+    for name, spec, environment, tasks, generations, part, refined_part in zip(
+            testsets, specs, environments, task_lists, explored, programs, refined_programs):
+        results = environment.execute(tasks, part)
         refined_b: list[int | None] = [None] * len(tasks)
         if self_refine:
-            refined_programs = [environment.extract_program(generation.text) for generation in
-                                greedy([environment.refine_prompt(task, program) for task, program in zip(tasks, programs)])]
-            refined_b = [result.b for result in environment.execute(tasks, refined_programs)]
-        for task, generation, program, result, refined, b_refined in zip(tasks, generations, programs, results,
-                                                                           refined_programs, refined_b):
+            refined_b = [result.b for result in environment.execute(tasks, refined_part)]
+        for task, generation, program, result, refined_program, b_refined in zip(tasks, generations, part, results,
+                                                                                 refined_part, refined_b):
             rows.append({"testset": name, "id": task.id, "question": task.question, "answer": task.answer,
                          "completion": generation.text, "program": program, "value": result.value, "b": result.b,
-                         "error_class": result.error_class, "refined_program": refined, "refined_b": b_refined})
+                         "error_class": result.error_class, "refined_program": refined_program,
+                         "refined_b": b_refined})
         classes = Counter(result.error_class or "correct" for result in results)
         executable = sum(result.error_class in EXECUTED for result in results)
         summary[name] = {"accuracy": sum(result.b for result in results) / len(results), "n": len(results),
