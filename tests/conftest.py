@@ -31,10 +31,17 @@ def _share_the_cores_between_workers() -> None:
 _share_the_cores_between_workers()
 
 
+def _expected_seconds(item: pytest.Item) -> float:
+    """What a test took on 2 cores beside another worker (`slow(seconds=...)`; 30 for other slow tests, 0 else)."""
+    marker = item.get_closest_marker("slow")
+    return 0.0 if marker is None else float(marker.kwargs.get("seconds", 30))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (a stable sort): with `-n 2` (make test) the two workers start on the long
-    end-to-end runs and the short tests fill in around them, instead of one worker ending alone on them."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest tests first (a stable sort): with `-n 2` (make test) each worker queues a few tests ahead,
+    so a long test that came late waited behind others and ran alone at the end; longest first, the short
+    tests fill in around the long ones."""
+    items.sort(key=lambda item: -_expected_seconds(item))
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:

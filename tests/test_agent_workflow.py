@@ -150,7 +150,7 @@ def expert_endpoint():
     server.shutdown()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=400)
 @pytest.mark.browser
 @pytest.mark.timeout(1800)  # its Snakemake run may take 1500 s on a loaded machine
 @CHROMIUM

@@ -295,6 +295,7 @@ def test_each_sequence_draws_its_own_uniforms_whoever_shares_its_batch():
     assert not np.array_equal(RowStreams(3, range(8)).uniforms(1), RowStreams(3, range(8)).uniforms(0))
 
 
+@pytest.mark.slow(seconds=85)
 def test_the_same_seed_gives_the_same_samples_whatever_the_batch(base_model):
     """One prompt per batch, two, or all in one ("auto"): the same token ids, exactly.
 

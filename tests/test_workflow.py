@@ -268,7 +268,7 @@ def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model
     assert planned == {"select", "train", "evaluate"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=75)
 def test_a_killed_sampling_job_resumes_from_its_shards_and_samples_the_same(tmp_path: Path, base_model: Path):
     config = merged({"generation": {"shard_size": 1}})
     target = "results/math/iter1/samples.parquet"
@@ -376,7 +376,7 @@ def test_only_the_checkpoints_no_stage_will_read_again_are_temporary(tmp_path: P
     assert planned["all"] == {1: "kept", 2: "kept", 3: "kept"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=210)
 def test_a_checkpoint_is_removed_after_its_last_consumer_and_the_run_still_resumes(tmp_path: Path, base_model: Path):
     workdir = workflow_copy(tmp_path / "wf")
     shutil.copytree(base_model, workdir / "results" / "models" / "base")
@@ -437,7 +437,7 @@ def _table_rows(markdown: Path) -> list[str]:
     return [line for line in markdown.read_text().splitlines() if line.startswith("|")]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=360)
 @pytest.mark.timeout(1800)
 def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, base_model: Path, teacher_server):
     workdir = workflow_copy(tmp_path / "wf")
