@@ -89,13 +89,11 @@ def tiny_run(tmp_path_factory, base_model) -> Path:
     """One uninterrupted run of test_workflow's TINY config up to iteration 1's evaluation, made once per test
     session: the tests that compare a killed, resumed or Slurm run against it, or resume from it, share it.
     Read it or copy it (`shutil.copytree` keeps the modification times Snakemake judges by); never write to it."""
-    import shutil
-
-    from test_workflow import TINY, TINY_TARGET, snakemake, workflow_copy
+    from test_workflow import TINY, TINY_TARGET, place_base_model, snakemake, workflow_copy
 
     def run(workdir: Path) -> None:
         workflow_copy(workdir)
-        shutil.copytree(base_model, workdir / "results" / "models" / "base")
+        place_base_model(base_model, workdir)
         snakemake(workdir, TINY_TARGET, config=TINY)
 
     return built_once(tmp_path_factory, "tiny_run", run)

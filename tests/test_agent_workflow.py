@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import ROOT, TINY, snakemake, workflow_copy
+from test_workflow import ROOT, TINY, place_base_model, snakemake, workflow_copy
 
 from envisions_flow.methods.agents import trajectories_from_frame
 from envisions_flow.workflow import artifacts as art
@@ -156,7 +155,7 @@ def expert_endpoint():
 @CHROMIUM
 def test_ipr_and_mixture_a_run_end_to_end(tmp_path: Path, base_model: Path, expert_endpoint: str):
     workdir = workflow_copy(tmp_path / "wf")
-    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    place_base_model(base_model, workdir)
     source = {"agent_source": {"teacher": True},
               "teacher": {"base_url": expert_endpoint, "model": "scripted", "cache_dir": "results/teacher_cache"}}
     config = _config({"ipr": {"method": "ipr", "domains": ["web"], "overrides": {"iterations": 1, **source}},

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import ROOT, TINY, snakemake, workflow_copy
+from test_workflow import ROOT, TINY, place_base_model, snakemake, workflow_copy
 
 from envisions_flow.environments.registry import EnvironmentConfigError, make_environment
 from envisions_flow.workflow.config import ConfigError, check
@@ -89,7 +88,7 @@ def test_envisions_a_baseline_and_the_report_run_on_environments_outside_the_pac
                                                                                     monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     workdir = workflow_copy(tmp_path / "wf")
-    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    place_base_model(base_model, workdir)
     snakemake(workdir, "all", "results/report/table2.md", config=_config(), timeout=1500)
     for domain, runs in (("sql", ("",)), ("counter", ("", "/star"))):
         for run in runs:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from slurm.cluster import SlurmCluster, missing_programs
-from test_workflow import SNAKEMAKE, TINY, TINY_TARGET, _artifact_rows, workflow_copy
+from test_workflow import SNAKEMAKE, TINY, TINY_TARGET, _artifact_rows, place_base_model, workflow_copy
 
 pytestmark = [
     pytest.mark.slurm,
@@ -50,7 +49,7 @@ PROFILE_TIME_LIMITS = {"explore": "12:00:00", "refine": "12:00:00", "train": "12
 @pytest.mark.timeout(1800)
 def test_workflow_through_slurm_equals_a_local_run(tmp_path: Path, base_model: Path, tiny_run: Path):
     local, remote = tiny_run, workflow_copy(tmp_path / "slurm")
-    shutil.copytree(base_model, remote / "results" / "models" / "base")
+    place_base_model(base_model, remote)
     (remote / "test.yaml").write_text(yaml.safe_dump(CONFIG))
     command = [*SNAKEMAKE, "--profile", "profiles/slurm", TARGET, "--configfile", "test.yaml",
                # no accounting here, so no sacct: job states come from squeue (MinJobAge is an hour)

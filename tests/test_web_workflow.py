@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import ROOT, TINY, snakemake, workflow_copy
+from test_workflow import ROOT, TINY, place_base_model, snakemake, workflow_copy
 
 from envisions_flow.environments.math import MathEnvironment
 from envisions_flow.workflow import artifacts as art
@@ -115,7 +114,7 @@ def test_eval_reports_raw_success_and_success_per_web_task():
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (make setup)")
 def test_web_domain_explores_and_evaluates_in_the_browser(tmp_path: Path, base_model: Path):
     workdir = workflow_copy(tmp_path / "wf")
-    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    place_base_model(base_model, workdir)
     config = {**WEB, "domains": {"web": {**WEB["domains"]["web"], "iterations": 1}}}
     snakemake(workdir, "results/web/iter1/samples.exec.parquet", "results/web/iter0/eval.json", config=config)
     results = workdir / "results" / "web"

@@ -52,6 +52,19 @@ def workflow_copy(directory: Path) -> Path:
     return directory
 
 
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another file system
+        shutil.copy2(source, destination)
+
+
+def place_base_model(base_model: Path, workdir: Path) -> None:
+    """The session's converted model as the run's results/models/base, by hard links: a full suite copied
+    it (540 MB) into dozens of runs. No job writes into it, and one that remade it would first remove it."""
+    shutil.copytree(base_model, workdir / "results" / "models" / "base", copy_function=_link_or_copy)
+
+
 def snakemake(workdir: Path, *args: str, config: dict | None = None, check: bool = True, timeout: float = 900):
     """Run Snakemake in `workdir`; on timeout its whole process group goes, jobs included."""
     command = [*SNAKEMAKE, "--cores", "2", *args]
@@ -204,7 +217,7 @@ def _planned_rules(dry_run_output: str) -> set[str]:
 def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model: Path, tiny_run: Path):
     # One target plans exactly what it needs, and those jobs make what it asked for (the session's run).
     fresh = workflow_copy(tmp_path / "fresh")
-    shutil.copytree(base_model, fresh / "results" / "models" / "base")
+    place_base_model(base_model, fresh)
     planned = snakemake(fresh, "-n", "results/math/iter1/samples.exec.parquet", config=TINY)
     # the training data only (none of the test sets), its samples and their execution
     assert _planned_jobs(planned.stdout + planned.stderr) == {"prepare_data": 1, "explore": 1, "execute": 1}
@@ -275,7 +288,7 @@ def test_a_killed_sampling_job_resumes_from_its_shards_and_samples_the_same(tmp_
     samples = {}
     for name in ("uninterrupted", "killed"):
         workdir = workflow_copy(tmp_path / name)
-        shutil.copytree(base_model, workdir / "results" / "models" / "base")
+        place_base_model(base_model, workdir)
         output = workdir / target
         if name == "killed":
             (workdir / "test.yaml").write_text(yaml.safe_dump(config))
@@ -320,7 +333,7 @@ def test_sigkill_in_every_stage_then_resume_gives_the_artifacts_of_an_uninterrup
 
     target, reference = TINY_TARGET, tiny_run  # the session's uninterrupted run of the same config
     killed = workflow_copy(tmp_path / "killed")
-    shutil.copytree(base_model, killed / "results" / "models" / "base")
+    place_base_model(base_model, killed)
 
     # Start, and kill (SIGKILL, the whole process group) at a random moment of each job not killed before;
     # then unlock and start again, until the target is built.
@@ -379,7 +392,7 @@ def test_only_the_checkpoints_no_stage_will_read_again_are_temporary(tmp_path: P
 @pytest.mark.slow(seconds=210)
 def test_a_checkpoint_is_removed_after_its_last_consumer_and_the_run_still_resumes(tmp_path: Path, base_model: Path):
     workdir = workflow_copy(tmp_path / "wf")
-    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    place_base_model(base_model, workdir)
     config = merged({"domains": {"math": {"iterations": 2}}})
     results = workdir / "results" / "math"
     # The run stops after iteration 2's sampling: a file stands where its refinement keeps its shards.
@@ -408,7 +421,7 @@ def test_a_checkpoint_is_removed_after_its_last_consumer_and_the_run_still_resum
 @pytest.mark.slow
 def test_logic_domain_runs_through_selection(tmp_path: Path, base_model: Path):
     workdir = workflow_copy(tmp_path / "wf")
-    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    place_base_model(base_model, workdir)
     config = {
         "generation": {"batch_size": 8},
         "domains": {"logic": {
@@ -441,7 +454,7 @@ def _table_rows(markdown: Path) -> list[str]:
 @pytest.mark.timeout(1800)
 def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, base_model: Path, teacher_server):
     workdir = workflow_copy(tmp_path / "wf")
-    shutil.copytree(base_model, workdir / "results" / "models" / "base")
+    place_base_model(base_model, workdir)
     # iteration 1's checkpoints are kept (they would be removed once read) to check what they were trained from
     # one question per test set, in each of the five evaluations these targets need
     config = merged({"domains": {"math": {"iterations": 2, "keep_checkpoints": [1],
