@@ -389,18 +389,23 @@ def test_only_the_checkpoints_no_stage_will_read_again_are_temporary(tmp_path: P
     assert planned["all"] == {1: "kept", 2: "kept", 3: "kept"}
 
 
-@pytest.mark.slow(seconds=210)
-def test_a_checkpoint_is_removed_after_its_last_consumer_and_the_run_still_resumes(tmp_path: Path, base_model: Path):
-    workdir = workflow_copy(tmp_path / "wf")
-    place_base_model(base_model, workdir)
+@pytest.mark.xdist_group("tiny_run")  # one worker makes the shared run and runs its readers
+@pytest.mark.slow(seconds=110)
+@pytest.mark.timeout(1800)  # it may make the session's shared run first
+def test_a_checkpoint_is_removed_after_its_last_consumer_and_the_run_still_resumes(tmp_path: Path, tiny_run: Path):
+    # The session's run of one iteration, continued for a second: iteration 1 is kept as it is (same settings,
+    # the same script for both training rules), and its checkpoint is now one no stage reads after iteration 2.
+    workdir = tmp_path / "wf"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
     config = merged({"domains": {"math": {"iterations": 2}}})
     results = workdir / "results" / "math"
     # The run stops after iteration 2's sampling: a file stands where its refinement keeps its shards.
     blocker = results / "iter2" / "refinements.parquet.shards"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("")
-    stopped = snakemake(workdir, "results/math/summary.md", config=config, check=False)
+    stopped = snakemake(workdir, "--keep-going", "results/math/summary.md", config=config, check=False)
     assert stopped.returncode != 0 and (results / "iter2" / "samples.parquet").is_file()
+    assert "train_transient:" not in stopped.stdout + stopped.stderr  # iteration 1 is not trained again
     assert (results / "iter1" / "eval.json").is_file() and (results / "iter1" / "margins.parquet").is_file()
     # iteration 2's refinement has yet to read it: the checkpoint stays
     assert (results / "iter1" / "checkpoint" / "model.safetensors").is_file()
