@@ -108,6 +108,10 @@ def configure(root: str, read_roots: list[str], read_write_files: list[str], lay
     return _sandbox.prepare(layers, seccomp_bpf, worker_bpf)
 
 
+# The next child's audit hook, made before the fork (`audit_hook.make_hook`); the child takes it out.
+_prepared: list = []
+
+
 def _child(body, limits: list, result_fd: int) -> None:
     """Body of the forked child; never returns. Everything it is handed is prepared before the fork.
 
@@ -137,7 +141,9 @@ def _child(body, limits: list, result_fd: int) -> None:
         sys.dont_write_bytecode = True  # an import inside the sandbox must not try to write a .pyc
         if sandbox.seccomp is not None:
             sandbox.seccomp.load()
-        audit_hook.install(sandbox.directory, sandbox.read_roots, sandbox.read_write_files, RESULT_FD)
+        hook = _prepared.pop()  # the program finds no reference to the hook but the interpreter's
+        audit_hook.install(hook)
+        del hook
     except BaseException as error:  # noqa: BLE001
         _send(channel, {"error_class": RUNTIME, "error": f"sandbox setup failed: {type(error).__name__}: {error}"})
     try:
@@ -198,12 +204,15 @@ def _run_child(body, timeout_s: float, limits: list) -> tuple[object, str, str, 
     """Fork a confined child that runs `body`; (value, error class, error, seconds)."""
     _quiet_streams()
     _devnull()
+    _prepared[:] = [audit_hook.make_hook(_sandbox.directory, _sandbox.read_roots, _sandbox.read_write_files,
+                                         RESULT_FD)]
     read_fd, write_fd = os.pipe()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         os.close(read_fd)
         _child(body, limits, write_fd)
+    _prepared.clear()
     os.close(write_fd)
     chunks: list[bytes] = []
     size, overflow, timed_out = 0, False, False
