@@ -7,8 +7,9 @@ program `forbidden` whatever it returns. What the program does to Python afterwa
 back bytes already in the pipe (and the seccomp filter keeps the pipe's descriptor in place).
 
 Everything the hook calls is bound when it is made, and once it is installed nothing else refers to
-it (no module global, no frame), so patching a module, a class or a frame's locals later does not reach it; the
-ways to find it anyway (gc's object lists, tracing, swapping a function's code) are refused.
+it (no module global, no frame), so patching a module, a class or a frame's locals later does not
+reach it; the ways to find it anyway (gc's object lists, tracing, swapping a function's code) are
+refused.
 """
 
 from __future__ import annotations
