@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import posixpath
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 BLOCKED_EVENTS = frozenset((
     "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill", "os.killpg",
@@ -58,7 +58,7 @@ def make_hook(sandbox_dir: str, read_roots: tuple[str, ...], write_files: tuple[
     sandbox_dir = posixpath.realpath(sandbox_dir)
     writable = (sandbox_dir, *write_files)
     readable = (sandbox_dir, *read_roots, *write_files)
-    import_path = (tuple(sys.path), tuple(map(id, sys.meta_path)), tuple(map(id, sys.path_hooks)))
+    import_path = import_state()
     realpath, join, getcwd, readlink, fsdecode, write, exit_now = (
         posixpath.realpath, posixpath.join, os.getcwd, os.readlink, os.fsdecode, os.write, os._exit)
     is_instance, text, raw, number, function_type = isinstance, str, bytes, int, type(install)
@@ -131,6 +131,11 @@ def make_hook(sandbox_dir: str, read_roots: tuple[str, ...], write_files: tuple[
             refuse(f"replacing a function's {args[1]}")
 
     return hook
+
+
+def import_state() -> tuple:
+    """What decides where an import comes from; the hook refuses imports once it differs from when it was made."""
+    return tuple(sys.path), tuple(map(id, sys.meta_path)), tuple(map(id, sys.path_hooks))
 
 
 def install(hook: Callable[[str, tuple], None]) -> None:

@@ -16,6 +16,7 @@ reachable. Like `fork_server`, this module imports only the standard library's s
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import sys
 
@@ -39,6 +40,7 @@ class ChildConfinement:
         self.child_ruleset: int | None = None  # a domain each child enters (None: the inherited one suffices)
         self.seccomp: confinement.SeccompProgram | None = None
         self.directory = ""
+        self._in_use: list[str] = []  # what `programs` holds between two programs
         self._directories = 0
 
     def new_directory(self) -> None:
@@ -53,6 +55,7 @@ class ChildConfinement:
                 continue
         replacing = bool(self.directory)
         self.directory = path
+        self._in_use = [os.path.basename(path)]
         if self.child_ruleset is not None:
             os.close(self.child_ruleset)
             self.child_ruleset = None
@@ -70,11 +73,10 @@ class ChildConfinement:
         """
         try:
             os.chmod(self.directory, 0o700)
-            name = os.path.basename(self.directory)
-            if os.listdir(self.directory) == [] and os.listdir(self.programs) == [name]:
+            if not os.listdir(self.directory) and os.listdir(self.programs) == self._in_use:
                 return None
             remove_beneath(self.directory)
-            for other in set(os.listdir(self.programs)) - {name} - self._retired():
+            for other in set(os.listdir(self.programs)) - set(self._in_use) - self._retired():
                 remove_beneath(self.programs, other)
             if os.listdir(self.directory) == []:
                 return None
@@ -169,8 +171,6 @@ class ChildConfinement:
 
     def end_processes(self, pid: int) -> None:
         """Kill the child's whole session; as PID 1 of its own namespace, every other process in it too."""
-        import signal
-
         try:
             if self.own_pid_namespace and os.getpid() == 1:
                 os.kill(-1, signal.SIGKILL)  # PID 1 itself is spared, and nothing outside its namespace is reached
@@ -180,8 +180,8 @@ class ChildConfinement:
             pass
 
     def reap(self) -> None:
-        """Collect orphans that were re-parented to this PID 1."""
-        while self.own_pid_namespace:
+        """Collect orphans that were re-parented to this PID 1 (under the seccomp filter no child can start one)."""
+        while self.own_pid_namespace and self.seccomp is None:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
