@@ -54,7 +54,8 @@ def ipr_sft(config: dict[str, Any], run: str, base_model: str, experts_path: str
     tokenizer = load_tokenizer(base_model)
     examples = [trajectory_example(tokenizer, messages) for messages in step_conversations(environment, experts)]
     metrics = train_trajectories(base_model, examples, dict(settings.training), out, **training_report(run, "sft", out))
-    log.info("%s: SFT on %d expert trajectories: %s", out, len(experts), metrics.get("train_loss"))
+    log.info("%s: SFT on %d expert trajectories, training loss %s", out, len(experts),
+             metrics.get("sft", {}).get("train_loss", "-"))
 
 
 def ipr_explore(config: dict[str, Any], run: str, iteration: int, policy_dir: str, scorer_dir: str,
