@@ -228,8 +228,9 @@ def test_a_directory_the_worker_cannot_empty_is_reported_and_never_used_again() 
     import subprocess
     import threading
 
-    leave = solution("open('locked', 'w').write('x')\nopen('marker', 'w').write('left')\ntime.sleep(1.5)\n"
-                     "return os.getcwd()", "import os\nimport time")
+    # it waits for the test to lock its file (a handshake: a fixed sleep lost the race on a loaded machine)
+    leave = solution("open('locked', 'w').write('x')\nopen('marker', 'w').write('left')\n"
+                     "while not os.path.exists('go'):\n    time.sleep(0.01)\nreturn os.getcwd()", "import os\nimport time")
     look = solution("""
 import posixpath
 here = os.getcwd()
@@ -238,15 +239,17 @@ try:
     return str('marker' in os.listdir(os.path.join(os.path.dirname(here), 'program-1')))
 except OSError as error:
     return type(error).__name__""", "import os")
-    with SandboxPool(1, LIMITS) as pool:
-        locked = Path(pool._workers[0].root) / "programs" / "program-1" / "locked"
+    with SandboxPool(1, Limits(timeout_s=120, memory_mb=1024)) as pool:
+        directory = Path(pool._workers[0].root) / "programs" / "program-1"
+        locked = directory / "locked"
         first: list = []
         runner = threading.Thread(target=lambda: first.extend(pool.map([(leave, "solution()")])))
         runner.start()
-        deadline = time.monotonic() + 10
-        while not locked.exists() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while not (directory / "marker").exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         subprocess.run(["chattr", "+i", str(locked)], check=True)
+        (directory / "go").write_text("")
         runner.join()
         try:
             # the third writes in its own, new directory: the audit hook was made again for it
