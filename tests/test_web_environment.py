@@ -40,6 +40,7 @@ from envisions_flow.environments.web_programs import (
 )
 from envisions_flow.generation.base import Generation
 from envisions_flow.stages.common import more_turns
+from web_policy import ANY_SPEED
 
 # ---- the interpreter ------------------------------------------------------------------------------
 
@@ -280,7 +281,7 @@ def test_observations_are_deterministic_and_show_the_page(tasks):
 @pytest.mark.browser
 @browser
 def test_correct_programs_succeed_and_wrong_ones_fail(tasks):
-    environment = WebEnvironment(workers=2)
+    environment = WebEnvironment(workers=2, reward_threshold=ANY_SPEED)
     batch, programs = [], []
     for task in tasks.values():
         correct, wrong = _correct_and_wrong(task)
@@ -345,7 +346,7 @@ def test_with_more_turns_the_policy_sees_the_open_page_and_its_turns_replay_as_o
     opening, *rest = _correct_and_wrong(date)[0].splitlines()
     finishing = "\n".join(rest)
     policy = ScriptedPolicy([opening, finishing, "agent.click_xpath('//button')"])
-    environment = WebEnvironment(workers=1, max_turns=3)
+    environment = WebEnvironment(workers=1, max_turns=3, reward_threshold=ANY_SPEED)
     messages = environment.explore_prompt(date, few_shot=False)
     first = policy.greedy([policy.render(messages)], 64)
     [joined] = more_turns(environment, policy, [date], [messages], first, lambda more, turn: policy.greedy(more, 64))
@@ -477,7 +478,8 @@ def _kill_browser_after(episodes: int, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_killed_browser_is_started_again_and_only_its_running_episodes_fail(tasks, monkeypatch):
     button = tasks["click-button"]
     _kill_browser_after(episodes=40, monkeypatch=monkeypatch)
-    results = WebEnvironment(workers=2).execute([button] * 120, [_correct_and_wrong(button)[0]] * 120)
+    results = WebEnvironment(workers=2, reward_threshold=ANY_SPEED).execute([button] * 120,
+                                                                     [_correct_and_wrong(button)[0]] * 120)
     failed = [r for r in results if not r.b]
     assert all(r.b for r in results[:39])  # the episodes before the kill
     assert 1 <= len(failed) <= 4  # the episodes the two pages were running (and a page opening)
@@ -492,8 +494,8 @@ def test_without_restarts_a_killed_browser_fails_the_remaining_episodes_and_the_
     button = tasks["click-button"]
     _kill_browser_after(episodes=40, monkeypatch=monkeypatch)
     started = time.monotonic()
-    results = WebEnvironment(workers=2, browser_relaunches=0).execute([button] * 120,
-                                                                      [_correct_and_wrong(button)[0]] * 120)
+    results = WebEnvironment(workers=2, browser_relaunches=0, reward_threshold=ANY_SPEED).execute(
+        [button] * 120, [_correct_and_wrong(button)[0]] * 120)
     assert time.monotonic() - started < 120
     solved = [r for r in results if r.b]
     failed = [r for r in results if not r.b]

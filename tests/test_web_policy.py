@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import web_policy
+from web_policy import ANY_SPEED
 
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.web import WebEnvironment, episode_id
@@ -32,11 +33,6 @@ def tasks() -> list[Task]:
     episodes = [(name, seed) for name in SUBSET for seed in SEEDS]
     observations = WebEnvironment(workers=2).observe(episodes)
     return [Task(episode_id(name, seed), text, name) for (name, seed), text in zip(episodes, observations)]
-
-
-# Whether an episode is solved is the program's; whether its time-decayed reward stays above the workflow's
-# 0.8 is also the machine's (a loaded one took use-slider past it): these tests count every solved episode.
-ANY_SPEED = 0.0
 
 
 def test_the_scripted_policy_solves_a_spread_of_tasks(tasks):
