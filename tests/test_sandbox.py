@@ -265,7 +265,7 @@ except OSError as error:
 def test_the_worker_stays_a_lean_interpreter() -> None:
     """Every fork copies the worker's page tables and every page written after it faults, in worker and child.
 
-    `typing`, imported for one annotation, was 1.8 MB of the worker (and a child inherits exactly its
+    `typing`, imported for one annotation, was ~1.3 MB of a serving worker (and a child inherits exactly its
     worker's modules, so a program sees them): such imports slow every program.
     """
     heavy = "('typing', 'dataclasses', 'tempfile', 'pandas', 'envisions_flow.environments.sandbox')"

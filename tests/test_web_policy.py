@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import web_policy
-from web_policy import ANY_SPEED
 
 from envisions_flow.environments.base import Task
 from envisions_flow.environments.web import WebEnvironment, episode_id
@@ -37,7 +36,7 @@ def tasks() -> list[Task]:
 
 def test_the_scripted_policy_solves_a_spread_of_tasks(tasks):
     programs = [web_policy.program(task.answer, task.question) for task in tasks]
-    results = WebEnvironment(workers=2, reward_threshold=ANY_SPEED).execute(tasks, programs)
+    results = WebEnvironment(workers=2, reward_threshold=web_policy.ANY_SPEED).execute(tasks, programs)
     assert [(task.id, result.error_class) for task, result in zip(tasks, results)] == [(task.id, "") for task in tasks]
 
 
@@ -45,10 +44,10 @@ def test_verdicts_do_not_depend_on_what_ran_before_on_the_page(tasks):
     natural = {task.id: web_policy.program(task.answer, task.question) for task in tasks}
     # fresh: an empty expected observation always loads the page afresh
     fresh_tasks = [Task(task.id, "", task.answer) for task in tasks for _ in range(2)]
-    fresh = WebEnvironment(workers=2, reward_threshold=ANY_SPEED).run(
+    fresh = WebEnvironment(workers=2, reward_threshold=web_policy.ANY_SPEED).run(
         fresh_tasks, [program for task in tasks for program in (natural[task.id], PROBE)])
     # after the mess, restarted in place on the same page (one worker, a task's episodes in a row)
-    used = WebEnvironment(workers=1, reward_threshold=ANY_SPEED).run(
+    used = WebEnvironment(workers=1, reward_threshold=web_policy.ANY_SPEED).run(
         [task for task in tasks for _ in range(4)],
         [program for task in tasks for program in (MESS, natural[task.id], MESS, PROBE)])
     after_mess = [episode for index, episode in enumerate(used) if index % 2 == 1]

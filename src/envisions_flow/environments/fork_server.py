@@ -113,16 +113,17 @@ def configure(root: str, read_roots: list[str], read_write_files: list[str], lay
 # and the references it takes were 30 of the ~200 pages the worker wrote per program (after a fork, the
 # first write to each page faults). A child takes it out of the list, so the program finds no reference.
 _prepared: list = []
-_prepared_for: list = [None]
+_prepared_for: tuple | None = None
 
 
 def _prepare_hook() -> None:
     """Make the hook for the current program directory and import path, unless the one made last fits."""
+    global _prepared_for
     key = (_sandbox.directory, audit_hook.import_state())
-    if _prepared_for[0] != key:
+    if _prepared_for != key:
         _prepared[:] = [audit_hook.make_hook(_sandbox.directory, _sandbox.read_roots, _sandbox.read_write_files,
                                              RESULT_FD)]
-        _prepared_for[0] = key
+        _prepared_for = key
 
 
 def _child(body, limits: list, result_fd: int) -> None:
