@@ -59,16 +59,22 @@ def convert_base_model(spec: dict[str, Any], out_dir: str | Path) -> None:
     de-quantised state dict, stored in `storage_dtype`. Every stage loads it in the dtype it computes in.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location, gguf_file = resolve_source(spec)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     if gguf_file:
-        state = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs).state_dict()
-        config = AutoConfig.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_config(config, dtype=storage_dtype(state))
+        from transformers.initialization import no_init_weights
+
+        loaded = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
+        # its config (parsing the GGUF file again took ~4 s), less the GGUF marker that refuses save_pretrained
+        state, config = loaded.state_dict(), loaded.config
+        del loaded, config.quantization_config
+        with no_init_weights():  # every weight is overwritten: a random initialisation would be thrown away
+            model = AutoModelForCausalLM.from_config(config, dtype=storage_dtype(state))
         model.load_state_dict(state)
+        model.tie_weights()  # tied embeddings stay one tensor, as from_config ties them outside no_init_weights
         del state
     else:
         model = AutoModelForCausalLM.from_pretrained(location, dtype="auto")
