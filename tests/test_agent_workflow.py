@@ -34,9 +34,12 @@ def _config(runs: dict, iterations: int = 1) -> dict:
                               "episodes": 1, "seed": 1},
                     "testsets": {"miniwob": {"preset": "miniwob", "tasks": ["click-button", "enter-text"],
                                              "split": "test", "episodes": 1, "seed": 2}},
-                    # one sequence per forward pass: a batch pads the 1-step trajectory to the 3-step one
+                    # one sequence per forward pass: a batch pads the 1-step trajectory to the 3-step one;
+                    # 512 tokens hold every first step (its page and action, ~450) and cut the 3-step expert
+                    # (~850), so a step pair after the first step, whose prompt alone is longer, is dropped: half
+                    # the tokens each training job reads (tests/test_ipr_training.py trains on step pairs)
                     "training": {"epochs": 1, "effective_batch_size": 2, "per_device_batch_size": 1,
-                                 "max_length": 2048},
+                                 "max_length": 512},
                     # enough for the 3-step expert (enter-text); every step's prompt holds the whole episode
                     "steps": {"max_steps": 3, "max_new_tokens": 40},
                     # one rollout per step and one synthesis round: each still runs, at a fraction of the cost
@@ -182,7 +185,9 @@ def test_ipr_and_mixture_a_run_end_to_end(tmp_path: Path, base_model: Path, expe
         report = json.loads((results / "ipr" / f"iter{iteration}" / "eval.json").read_text())
         entry = report["testsets"]["miniwob"]
         assert entry["n"] == 2 and 0 <= entry["average_final_reward"] <= 1 and 0 <= entry["average_step_reward"] <= 1
-    assert json.loads((results / "ipr" / "iter1" / "checkpoint" / "training.json").read_text())
+    training = json.loads((results / "ipr" / "iter1" / "checkpoint" / "training.json").read_text())
+    assert training["outcome_pairs"] == 2  # both keep their first agent turn within max_length
+    assert training["outcome_pairs"] + training["step_pairs"] + training["dropped_pairs"] == len(pairs)
     evaluated = trajectories_from_frame(art.read_table(results / "ipr" / "iter1" / "eval.parquet", art.TRAJECTORIES))
     assert len(evaluated) == 2 and all(1 <= len(t.steps) <= 3 for t in evaluated)
 

@@ -295,7 +295,7 @@ def test_each_sequence_draws_its_own_uniforms_whoever_shares_its_batch():
     assert not np.array_equal(RowStreams(3, range(8)).uniforms(1), RowStreams(3, range(8)).uniforms(0))
 
 
-@pytest.mark.slow(seconds=85)
+@pytest.mark.slow(seconds=30)
 def test_the_same_seed_gives_the_same_samples_whatever_the_batch(base_model):
     """One prompt per batch, two, or all in one ("auto"): the same token ids, exactly.
 
@@ -313,7 +313,10 @@ def test_the_same_seed_gives_the_same_samples_whatever_the_batch(base_model):
     backend.model.to(torch.float64)
     questions = QUESTIONS + ["Tom reads 12 pages a day for a week. How many pages does he read?",
                              "A class of 28 pupils splits into teams of 4. How many teams are there?"]
-    prompts = [backend.render(MathEnvironment().explore_prompt(Task(str(i), q, ""), i % 2 == 0))
+    # prompts of two lengths (a refine prompt, ~125 tokens, and a zero-shot one, ~85), so batches are padded
+    environment = MathEnvironment()
+    prompts = [backend.render(environment.refine_prompt(Task(str(i), q, ""), "def solution():\n    return 0")
+                              if i % 2 == 0 else environment.explore_prompt(Task(str(i), q, ""), False))
                for i, q in enumerate(questions)]
     samples = {}
     for batch_size in (3, 6, "auto"):

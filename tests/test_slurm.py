@@ -52,7 +52,7 @@ def test_workflow_through_slurm_equals_a_local_run(tmp_path: Path, base_model: P
     local, remote = tiny_run, workflow_copy(tmp_path / "slurm")
     place_base_model(base_model, remote)
     (remote / "test.yaml").write_text(yaml.safe_dump(CONFIG))
-    # snakemake itself, with status checks at most 2 s apart (the plugin backs off by 10 s per idle check)
+    # snakemake itself, with status checks at most 0.5 s apart (the plugin backs off by 10 s per idle check)
     command = [sys.executable, str(Path(__file__).parent / "slurm" / "quick_polls.py"), "--profile", "profiles/slurm",
                TARGET, "--configfile", "test.yaml",
                # no accounting here, so no sacct: job states come from squeue (MinJobAge is an hour)

@@ -455,15 +455,16 @@ def _table_rows(markdown: Path) -> list[str]:
     return [line for line in markdown.read_text().splitlines() if line.startswith("|")]
 
 
-@pytest.mark.slow(seconds=360)
-@pytest.mark.timeout(1800)
-def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, base_model: Path, teacher_server):
-    workdir = workflow_copy(tmp_path / "wf")
-    place_base_model(base_model, workdir)
+@pytest.mark.xdist_group("tiny_run")  # one worker makes the shared run and runs its readers
+@pytest.mark.slow(seconds=330)
+@pytest.mark.timeout(1800)  # it may make the session's shared run first
+def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, teacher_server, tiny_run: Path):
+    # The named runs are added to the session's run of the default one, whose artifacts they share.
+    workdir = tmp_path / "wf"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    shared = {path: path.stat().st_mtime_ns for path in (workdir / "results" / "math").rglob("*.parquet")}
     # iteration 1's checkpoints are kept (they would be removed once read) to check what they were trained from
-    # one question per test set, in each of the five evaluations these targets need
-    config = merged({"domains": {"math": {"iterations": 2, "keep_checkpoints": [1],
-                                          "testsets": {"generated": {"n": 1}, "generated_hard": {"n": 1}}}}})
+    config = merged({"domains": {"math": {"iterations": 2, "keep_checkpoints": [1]}}})
     teacher = {"base_url": teacher_server["base_url"], "model": teacher_server["model"]}
     warmup = tmp_path / "warmup.jsonl"
     warmup.write_text('{"prompt": "Say hi.", "completion": "Hi!"}\n{"prompt": "2 + 2?", "completion": "4"}\n')
@@ -479,14 +480,15 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, ba
     snakemake(workdir, *targets, config=config, timeout=1700)
     results = workdir / "results" / "math"
 
-    # Iteration-1 samples and the base model's evaluation are computed once, in the default run's place;
-    # nothing asked for refinements, so none were made.
-    assert (results / "iter1" / "samples.exec.parquet").is_file()
-    assert (results / "iter0" / "eval.json").is_file()
+    # Iteration-1 samples and the base model's evaluation are the default run's, read where they are and not
+    # made again; no named run asked for refinements, so none were made, nor any of the default run's iteration 2.
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in shared.items())
+    assert (results / "iter1" / "samples.exec.parquet") in shared and (results / "iter0" / "eval.json").is_file()
     for run in ("sft_dpo", "star"):
         assert not (results / run / "iter1" / "samples.parquet").exists()
     assert not (results / "fewshot" / "iter0").exists() and not (results / "sft_dpo" / "iter0").exists()
-    assert not list(results.rglob("refinements.parquet"))
+    assert not [path for run in config["runs"] for path in (results / run).rglob("refinements.parquet")]
+    assert not (results / "iter2").exists()
 
     # STaR: no self-refinement and no pool, so its pool holds this iteration's explored samples only.
     pool = art.read_table(results / "star" / "iter1" / "pool.parquet", art.POOL)

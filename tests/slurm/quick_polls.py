@@ -14,7 +14,7 @@ import asyncio
 
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 
-POLL_S = 2.0
+POLL_S = 0.5
 
 
 async def _sleep(executor: RemoteExecutor) -> None:
