@@ -53,7 +53,7 @@ benchmarks: $(FULL)
 	cd benchmarks && for bench in math_execution logic_execution web_execution sampling training workflow_overhead; do \
 		../$(BIN)/python $$bench.py || exit 1; done
 
-# two workers (pytest-xdist): the end-to-end runs go first, the readers of the shared run stay on one worker
+# two workers (pytest-xdist): the end-to-end runs go first; the shared run is built once (README.md, Tests)
 test: $(FULL)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -ra --durations=15
 

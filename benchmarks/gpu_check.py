@@ -150,10 +150,15 @@ def check_zero3(model: Path, device: str, args: argparse.Namespace) -> dict[str,
 
 
 def _gloo_for_accelerate() -> None:
-    """DeepSpeed on CPU (gloo): accelerate gives a distributed CPU run no backend of its own (tests/launch_helpers.py)."""
+    """DeepSpeed on CPU (gloo): accelerate gives a distributed CPU run no backend of its own, and DeepSpeed's
+    shared-memory allreduce, a C++ op compiled on first use (~25 s), is left to gloo (tests/launch_helpers.py)."""
+    import deepspeed.ops
     import torch
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
     original = PartialState._prepare_backend
 

@@ -26,6 +26,15 @@ _save = training.save_checkpoint
 _merge = training.merge_adapter
 
 
+def _without_shared_memory_allreduce() -> None:
+    """DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce (C++ with ninja, ~25 s) for the first
+    process group on a machine, and again whenever the venv's path changes; gloo reduces the same tensors."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+
+
 def _cpu_backend(self, cpu=False, sagemaker_dp=False, backend=None):
     chosen, kind = _prepare_backend(self, cpu, sagemaker_dp, backend)
     if kind == DistributedType.NO and not torch.cuda.is_available() and int(os.environ.get("LOCAL_RANK", -1)) != -1:
@@ -58,12 +67,14 @@ def make_rank_dir(parent: str) -> None:
 
 def train(*args):
     PartialState._prepare_backend = _cpu_backend
+    _without_shared_memory_allreduce()
     training.save_checkpoint = _recording_save
     return training.train(*args)
 
 
 def train_trajectories(*args, **kwargs):
     PartialState._prepare_backend = _cpu_backend
+    _without_shared_memory_allreduce()
     training.save_checkpoint = _recording_save
     training.merge_adapter = _copying_merge
     return training.train_trajectories(*args, **kwargs)
