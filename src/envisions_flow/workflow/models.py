@@ -74,7 +74,7 @@ def convert_base_model(spec: dict[str, Any], out_dir: str | Path) -> None:
         with no_init_weights():  # every weight is overwritten: a random initialisation would be thrown away
             model = AutoModelForCausalLM.from_config(config, dtype=storage_dtype(state))
         model.load_state_dict(state)
-        model.tie_weights()  # tied embeddings stay one tensor, as from_config ties them outside no_init_weights
+        model.tie_weights()  # no_init_weights skips tying too: tied embeddings must be one tensor again
         del state
     else:
         model = AutoModelForCausalLM.from_pretrained(location, dtype="auto")
