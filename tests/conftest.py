@@ -37,11 +37,20 @@ def _expected_seconds(item: pytest.Item) -> float:
     return 0.0 if marker is None else float(marker.kwargs.get("seconds", 30))
 
 
+# fixtures that wait for the session's converted model (conftest's base_model, and what is built on it)
+MODEL_FIXTURES = frozenset({"base_model", "tiny_run", "backend", "teacher_server"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest tests first (a stable sort): with `-n 2` (make test) each worker queues a few tests ahead,
     so a long test that came late waited behind others and ran alone at the end; longest first, the short
-    tests fill in around the long ones."""
+    tests fill in around the long ones. The second worker starts with the longest test that needs no model:
+    the first converts it (~25 s), and a second test waiting on that conversion left a core idle."""
     items.sort(key=lambda item: -_expected_seconds(item))
+    modelless = [item for item in items[1:] if _expected_seconds(item) and not MODEL_FIXTURES & set(item.fixturenames)]
+    if modelless:
+        items.remove(modelless[0])
+        items.insert(1, modelless[0])
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:

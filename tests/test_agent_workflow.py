@@ -154,7 +154,7 @@ def expert_endpoint():
     server.shutdown()
 
 
-@pytest.mark.slow(seconds=250)
+@pytest.mark.slow(seconds=300)
 @pytest.mark.browser
 @pytest.mark.timeout(1800)  # its Snakemake run may take 1500 s on a loaded machine
 @CHROMIUM

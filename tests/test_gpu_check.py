@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow(seconds=115)
+pytestmark = pytest.mark.slow(seconds=50)
 
 
 def test_the_gpu_check_runs_on_cpu_and_the_plan_matches_what_it_measures(base_model):

@@ -81,7 +81,7 @@ def test_data_of_a_kind_the_environment_does_not_make_is_refused_naming_the_key(
         check(config)
 
 
-@pytest.mark.slow(seconds=230)
+@pytest.mark.slow(seconds=160)
 @pytest.mark.timeout(1800)
 def test_envisions_a_baseline_and_the_report_run_on_environments_outside_the_package(tmp_path: Path,
                                                                                     base_model: Path,

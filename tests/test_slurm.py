@@ -46,7 +46,7 @@ PROFILE_TIME_LIMITS = {"explore": "12:00:00", "refine": "12:00:00", "train": "12
 
 
 @pytest.mark.xdist_group("tiny_run")  # one worker makes the shared run and runs its readers
-@pytest.mark.slow
+@pytest.mark.slow(seconds=155)
 @pytest.mark.timeout(1800)
 def test_workflow_through_slurm_equals_a_local_run(tmp_path: Path, base_model: Path, tiny_run: Path):
     local, remote = tiny_run, workflow_copy(tmp_path / "slurm")

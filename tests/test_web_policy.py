@@ -40,6 +40,7 @@ def test_the_scripted_policy_solves_a_spread_of_tasks(tasks):
     assert [(task.id, result.error_class) for task, result in zip(tasks, results)] == [(task.id, "") for task in tasks]
 
 
+@pytest.mark.slow(seconds=40)  # no model: it starts the second worker while the first converts it
 def test_verdicts_do_not_depend_on_what_ran_before_on_the_page(tasks):
     natural = {task.id: web_policy.program(task.answer, task.question) for task in tasks}
     # fresh: an empty expected observation always loads the page afresh

@@ -212,7 +212,7 @@ def _planned_rules(dry_run_output: str) -> set[str]:
 
 
 @pytest.mark.xdist_group("tiny_run")  # one worker makes the shared run and runs its readers
-@pytest.mark.slow
+@pytest.mark.slow(seconds=55)
 @pytest.mark.timeout(1800)  # it may make the session's shared run first
 def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model: Path, tiny_run: Path):
     # One target plans exactly what it needs, and those jobs make what it asked for (the session's run).
@@ -281,7 +281,7 @@ def test_single_target_kill_resume_and_rerun_triggers(tmp_path: Path, base_model
     assert planned == {"select", "train", "evaluate"}
 
 
-@pytest.mark.slow(seconds=75)
+@pytest.mark.slow(seconds=70)
 def test_a_killed_sampling_job_resumes_from_its_shards_and_samples_the_same(tmp_path: Path, base_model: Path):
     config = merged({"generation": {"shard_size": 1}})
     target = "results/math/iter1/samples.parquet"
@@ -324,7 +324,7 @@ def _artifact_rows(workdir: Path) -> dict[str, pd.DataFrame]:
 
 
 @pytest.mark.xdist_group("tiny_run")  # one worker makes the shared run and runs its readers
-@pytest.mark.slow
+@pytest.mark.slow(seconds=140)
 @pytest.mark.timeout(1800)  # it may make the session's shared run first
 def test_sigkill_in_every_stage_then_resume_gives_the_artifacts_of_an_uninterrupted_run(tmp_path: Path,
                                                                                          base_model: Path,
@@ -474,9 +474,12 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, te
                       "distill": {"method": "distill", "overrides": {"teacher": teacher}},
                       "self_rewarding": {"method": "self_rewarding", "overrides": {
                           "iterations": 1, "self_rewarding": {"warmup": str(warmup), "judge_max_new_tokens": 24}}}}
-    targets = ["results/math/sft_dpo/analysis.parquet", "results/math/star/iter1/u1.parquet",
+    # SFT+DPO's second checkpoint, not its evaluations: the default run's analysis over two iterations is
+    # test_a_checkpoint_is_removed_after_its_last_consumer's; a named run's analysis is distill's (one iteration)
+    targets = ["results/math/sft_dpo/iter2/checkpoint", "results/math/star/iter1/u1.parquet",
                "results/math/fewshot/summary.md", "results/math/refined_eval/iter0/eval.json",
-               "results/math/distill/summary.md", "results/math/self_rewarding/iter1/checkpoint"]
+               "results/math/distill/summary.md", "results/math/distill/analysis.parquet",
+               "results/math/self_rewarding/iter1/checkpoint"]
     snakemake(workdir, *targets, config=config, timeout=1700)
     results = workdir / "results" / "math"
 
@@ -501,11 +504,6 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, te
     assert second["init_model"] == "results/math/sft_dpo/iter1/checkpoint"
     assert first["l2_examples"] == second["l2_examples"] == 0
 
-    analysis = art.read_table(results / "sft_dpo" / "analysis.parquet", art.ANALYSIS)
-    base_eval = yaml.safe_load((results / "iter0" / "eval.json").read_text())
-    assert analysis["iteration"].tolist() == [0, 1, 2] and (analysis["method"] == "sft_dpo").all()
-    assert analysis["average_accuracy"].iloc[0] == base_eval["average"]
-    assert analysis["solved"].iloc[1] >= 0 and analysis["correct_unique"].notna().iloc[1:].all()
 
     summary = _table_rows(results / "fewshot" / "summary.md")  # header, rule and iteration 0 (then the caption)
     assert len(summary) == 3 and summary[2].startswith("| 0 |")
@@ -523,6 +521,11 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, te
     assert len((workdir / "results" / "teacher_cache").glob("*.jsonl").__next__().read_text().splitlines()) == 3
     assert not (results / "distill" / "iter2").exists()
     assert len(_table_rows(results / "distill" / "summary.md")) == 4
+    analysis = art.read_table(results / "distill" / "analysis.parquet", art.ANALYSIS)
+    base_eval = yaml.safe_load((results / "iter0" / "eval.json").read_text())
+    assert analysis["iteration"].tolist() == [0, 1] and (analysis["method"] == "distill").all()
+    assert analysis["average_accuracy"].iloc[0] == base_eval["average"]  # the default run's evaluation, shared
+    assert analysis["solved"].iloc[1] >= 0 and analysis["correct_unique"].notna().iloc[1:].all()
 
     # Self-Rewarding: warmed-up policy samples and judges itself; DPO on judged pairs from the warm-up model
     judged = results / "self_rewarding" / "iter1"
