@@ -504,7 +504,6 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, te
     assert second["init_model"] == "results/math/sft_dpo/iter1/checkpoint"
     assert first["l2_examples"] == second["l2_examples"] == 0
 
-
     summary = _table_rows(results / "fewshot" / "summary.md")  # header, rule and iteration 0 (then the caption)
     assert len(summary) == 3 and summary[2].startswith("| 0 |")
 
