@@ -248,7 +248,7 @@ class WebEnvironment:
         for name, _ in episodes:
             self._url(name)  # unknown task names fail before the browser starts
 
-        async def one(page: Any, episode: tuple[str, int]) -> str:
+        async def one(page: Any, episode: tuple[str, int], begin: Callable[[], None]) -> str:
             await self._start(page, *episode)
             return await page.evaluate(OBSERVE_JS)
 
@@ -272,8 +272,8 @@ class WebEnvironment:
             except ProgramError as error:
                 episodes[index] = Episode(False, None, None, error.error_class, "", 0.0)
 
-        async def one(page: Any, job: tuple[int, str, int, list[Action], str]) -> Episode:
-            return await self._episode(page, *job[1:4], observe_after, expected=job[4])
+        async def one(page: Any, job: tuple[int, str, int, list[Action], str], begin: Callable[[], None]) -> Episode:
+            return await self._episode(page, *job[1:4], observe_after, expected=job[4], begin=begin)
 
         jobs.sort(key=lambda job: (job[1], job[0]))  # a task's episodes in a row: pages restart in place
         results = asyncio.run(self._pool(jobs, one, "executing")) if jobs else []
@@ -306,9 +306,11 @@ class WebEnvironment:
         return await start(page, self._url(name), seed, expected, OBSERVE_JS)
 
     async def _episode(self, page: Any, name: str, seed: int, actions: list[Action], observe_after: bool,
-                       expected: str) -> Episode:
+                       expected: str, begin: Callable[[], None]) -> Episode:
+        """The program's actions on a freshly started episode; its time limit starts once the page is ready."""
         started = time.monotonic()
         token = await self._start(page, name, seed, expected)
+        begin()
         error_class = ""
         uses_clipboard = any(action.kind == "press" and action.arg in _CLIPBOARD_KEYS for action in actions)
         async with self._clipboard if uses_clipboard and self._clipboard else contextlib.nullcontext():
@@ -352,8 +354,9 @@ class WebEnvironment:
 
     # ---- the pool of pages ------------------------------------------------------------------
 
-    async def _pool(self, jobs: list[J], one: Callable[[Any, J], Awaitable[R]], desc: str) -> list[R | Failed]:
-        """`one(page, job)` for every job on `workers` pages of one browser (web_pool.run_on_pages)."""
+    async def _pool(self, jobs: list[J], one: Callable[[Any, J, Callable[[], None]], Awaitable[R]],
+                    desc: str) -> list[R | Failed]:
+        """`one(page, job, begin)` for every job on `workers` pages of one browser (web_pool.run_on_pages)."""
         self._clipboard = asyncio.Lock()
         flags = CHROMIUM_FLAGS + [f"--js-flags=--max-old-space-size={self.limits.memory_mb}"]
         return await run_on_pages(jobs, one, desc=desc, chromium=self.chromium, flags=flags, workers=self.workers,

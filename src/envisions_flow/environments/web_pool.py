@@ -1,4 +1,4 @@
-"""The pages episodes run on: `workers` pages of one headless Chromium, each episode under a timeout,
+"""The pages episodes run on: `workers` pages of one headless Chromium, each program under a timeout,
 pages and browsers that hang or die replaced, everything closed on every way out."""
 
 from __future__ import annotations
@@ -14,16 +14,23 @@ from envisions_flow.environments.web_page import BROWSER_CRASH, INIT_JS, NAVIGAT
 
 log = logging.getLogger(__name__)
 
+# How long a page may take to be ready for a program (a fresh context and page, the task's load or restart):
+# not the program's time, so not its episode limit, which on a loaded machine it passed before any action ran.
+# Still bounded: page creation never returns when the browser dies under it.
+SETUP_TIMEOUT_S = 60.0
+
 VIEWPORT = {"width": 500, "height": 320}  # MiniWob's window (miniwob.constants.WINDOW_*)
 
 R = TypeVar("R")
 J = TypeVar("J")
 
 
-async def run_on_pages(jobs: list[J], one: Callable[[Any, J], Awaitable[R]], *, desc: str, chromium: str,
-                       flags: list[str], workers: int, timeout_s: float, relaunches: int,
-                       progress: bool) -> list[R | Failed]:
-    """`one(page, job)` for every job on `workers` pages of one browser, each under the episode timeout.
+async def run_on_pages(jobs: list[J], one: Callable[[Any, J, Callable[[], None]], Awaitable[R]], *, desc: str,
+                       chromium: str, flags: list[str], workers: int, timeout_s: float, relaunches: int,
+                       progress: bool, setup_timeout_s: float = SETUP_TIMEOUT_S) -> list[R | Failed]:
+    """`one(page, job, begin)` for every job on `workers` pages of one browser. Until `one` calls `begin()`
+    (its page is ready, the program starts), the job is under `setup_timeout_s`; from then on, under the
+    episode's `timeout_s`.
 
     A page that times out, crashes or errors is closed and replaced; its job counts as failed.
     A browser that dies fails the episodes it was running (`browser_crash`) and is started
@@ -45,17 +52,18 @@ async def run_on_pages(jobs: list[J], one: Callable[[Any, J], Awaitable[R]], *, 
             raise RuntimeError(f"cannot start Chromium ({chromium}): {str(error).splitlines()[0]}") from None
         try:
             with tqdm(total=len(jobs), desc=desc, unit="episode", disable=not progress) as bar:
-                await asyncio.gather(*[_worker(browsers, jobs, pending, results, one, bar, timeout_s)
+                await asyncio.gather(*[_worker(browsers, jobs, pending, results, one, bar, timeout_s,
+                                               setup_timeout_s)
                                        for _ in range(max(1, min(workers, len(jobs))))])
         finally:
             await browsers.close()
     return results  # type: ignore[return-value]
 
 async def _worker(browsers: "_Browsers", jobs: list[J], pending: list[int], results: list, one: Callable, bar: Any,
-                  timeout_s: float) -> None:
+                  timeout_s: float, setup_timeout_s: float) -> None:
     slot: list[Any] = []  # [browser, context, page] while this worker holds a usable page
 
-    async def attempt(job: J) -> Any:
+    async def attempt(job: J, bound: asyncio.Timeout) -> Any:
         if not slot:
             browser = browsers.current
             context = await browser.new_context(viewport=VIEWPORT)
@@ -65,7 +73,8 @@ async def _worker(browsers: "_Browsers", jobs: list[J], pending: list[int], resu
             page = await context.new_page()
             context.on("page", _close_popup)  # pop-ups a program opens are closed at once
             slot.append(page)
-        return await one(slot[2], job)
+        loop = asyncio.get_running_loop()
+        return await one(slot[2], job, lambda: bound.reschedule(loop.time() + timeout_s))
 
     try:
         while pending:
@@ -75,8 +84,8 @@ async def _worker(browsers: "_Browsers", jobs: list[J], pending: list[int], resu
             try:
                 if not browser.is_connected():
                     raise Failed(BROWSER_CRASH, "the browser is gone")
-                # page creation counts too: it never returns if the browser dies under it
-                results[index] = await asyncio.wait_for(attempt(jobs[index]), timeout_s)
+                async with asyncio.timeout(setup_timeout_s) as bound:
+                    results[index] = await attempt(jobs[index], bound)
             except Exception as error:  # noqa: BLE001 - each becomes an error class
                 failure = error if isinstance(error, Failed) else (
                     Failed(TIMEOUT, "episode timed out") if isinstance(error, TimeoutError) else classify(error))
