@@ -328,8 +328,8 @@ def test_the_same_seed_gives_the_same_samples_whatever_the_batch(base_model):
     for size in (3, 6):
         for ours, theirs in zip(samples[size], samples["auto"]):
             assert [g.logprob_sum for g in ours] == pytest.approx([g.logprob_sum for g in theirs], abs=1e-5)
-    other = backend.sample(prompts, n=3, max_new_tokens=24, seed=18)
-    assert [[g.token_ids for g in group] for group in other] != ids["auto"]
+    other = backend.sample(prompts[:1], n=3, max_new_tokens=24, seed=18)  # one prompt is enough to differ
+    assert [g.token_ids for g in other[0]] != ids["auto"][0]
 
 
 def test_auto_batch_holds_every_sequence_that_fits_in_half_the_free_memory(base_model):

@@ -474,9 +474,9 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, te
                       "distill": {"method": "distill", "overrides": {"teacher": teacher}},
                       "self_rewarding": {"method": "self_rewarding", "overrides": {
                           "iterations": 1, "self_rewarding": {"warmup": str(warmup), "judge_max_new_tokens": 24}}}}
-    # SFT+DPO's second checkpoint, not its evaluations: the default run's analysis over two iterations is
-    # test_a_checkpoint_is_removed_after_its_last_consumer's; a named run's analysis is distill's (one iteration)
-    targets = ["results/math/sft_dpo/iter2/checkpoint", "results/math/star/iter1/u1.parquet",
+    # SFT+DPO's first checkpoint (its second is planned below), not its evaluations: the default run's analysis
+    # over two iterations is test_a_checkpoint_is_removed_after_its_last_consumer's; a named run's is distill's
+    targets = ["results/math/sft_dpo/iter1/checkpoint", "results/math/star/iter1/u1.parquet",
                "results/math/fewshot/summary.md", "results/math/refined_eval/iter0/eval.json",
                "results/math/distill/summary.md", "results/math/distill/analysis.parquet",
                "results/math/self_rewarding/iter1/checkpoint"]
@@ -497,12 +497,17 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, te
     pool = art.read_table(results / "star" / "iter1" / "pool.parquet", art.POOL)
     assert set(pool["origin"]) == {"explore"} and (pool["iteration"] == 1).all()
 
-    # SFT+DPO continues from its previous checkpoint; iteration 1 starts from the base model.
+    # SFT+DPO starts from the base model and trains no L2; its second iteration samples with its first checkpoint
+    # and trains on from it (planned: the train stage records the init model it is given, as checked here)
     first = yaml.safe_load((results / "sft_dpo" / "iter1" / "checkpoint" / "training.json").read_text())
-    second = yaml.safe_load((results / "sft_dpo" / "iter2" / "checkpoint" / "training.json").read_text())
-    assert first["init_model"] == "results/models/base"
-    assert second["init_model"] == "results/math/sft_dpo/iter1/checkpoint"
-    assert first["l2_examples"] == second["l2_examples"] == 0
+    assert first["init_model"] == "results/models/base" and first["l2_examples"] == 0
+    planned = snakemake(workdir, "-n", "results/math/sft_dpo/iter2/checkpoint", config=config)
+    jobs = re.findall(r"rule (\w+):\n    input: (.*)\n    output: (.*)\n", planned.stdout + planned.stderr)
+    previous = "results/math/sft_dpo/iter1/checkpoint"
+    assert [inputs.split(", ")[1] for rule, inputs, output in jobs
+            if output == "results/math/sft_dpo/iter2/samples.parquet"] == [previous]
+    assert [inputs.split(", ")[0] for rule, inputs, output in jobs
+            if rule == "train" and output == "results/math/sft_dpo/iter2/checkpoint"] == [previous]
 
     summary = _table_rows(results / "fewshot" / "summary.md")  # header, rule and iteration 0 (then the caption)
     assert len(summary) == 3 and summary[2].startswith("| 0 |")
