@@ -388,9 +388,9 @@ var genProblem = function() {
 window.onload = function() { core.startEpisode(); };
 </script></head>
 <body><div id="wrap"><div id="query"></div><div id="area"></div></div></body></html>""")
-    # a task whose episode takes 1.5 s to open, like a heavy page on a loaded machine (MiniWob's clock starts after)
+    # a task whose episode takes 2.5 s to open, like a heavy page on a loaded machine (MiniWob's clock starts after)
     (pages / "slowstart.html").write_text((pages / "hostile.html").read_text().replace(
-        "var genProblem = function() {", "var genProblem = function() {\n  const t = Date.now(); while (Date.now() - t < 1500) {}"))
+        "var genProblem = function() {", "var genProblem = function() {\n  const t = Date.now(); while (Date.now() - t < 2500) {}"))
     return pages
 
 
@@ -420,7 +420,7 @@ def test_navigation_hangs_and_timeouts_fail_only_their_episode(tmp_path):
 def test_the_episode_limit_counts_the_program_not_the_page_opening(tmp_path):
     """A page that takes longer to open than the episode limit (a loaded machine, a heavy task) does not fail
     the program that runs on it; a program that hangs on that page is still cut off at the limit."""
-    environment = WebEnvironment(workers=1, html_dir=_hostile_pages(tmp_path), limits=Limits(timeout_s=1.0))
+    environment = WebEnvironment(workers=1, html_dir=_hostile_pages(tmp_path), limits=Limits(timeout_s=2.0))
     task = Task(episode_id("slowstart", 1), "", "slowstart")
     ok, hang = "agent.click_xpath(\"//button[@id='ok']\")", "agent.click_xpath(\"//button[@id='hang']\")"
     started = time.monotonic()
