@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,16 @@ def test_interpreter_accepts_the_constructs_of_synapse_exemplars():
     assert parse_program(words) == [
         Action("click_xpath", "//label[text()='ab']"), Action("click_xpath", "//label[text()='c d']"),
         Action("type", "y23.14|079"), Action("type", "True"), Action("press", "Enter")]
+
+
+def test_source_that_python_warns_about_parses_silently():
+    """`1if` and "\\d" are valid source that Python warns about as it parses (SyntaxWarning, DeprecationWarning):
+    a policy writes them in thousands of samples, and each warning went to the job's log."""
+    program = 'agent.type("\\d" + str(1if True else 2))'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the parse
+        assert parse_program(program) == [Action("type", "\\d1")]
+        assert WebEnvironment(workers=1).program_key(program) == "agent.type('\\\\d' + str(1 if True else 2))"
 
 
 def test_the_budget_stops_a_20000_character_program_and_an_expensive_one_at_once():
@@ -427,6 +438,11 @@ def test_the_episode_limit_counts_the_program_not_the_page_opening(tmp_path):
     results = environment.execute([task] * 3, [ok, hang, ok])  # fresh load, in-place restart, fresh page
     assert [(r.b, r.error_class) for r in results] == [(1, ""), (0, TIMEOUT), (1, "")]
     assert time.monotonic() - started < 60
+    # the opening has its own bound, and says so
+    impatient = WebEnvironment(workers=1, html_dir=environment.html_dir, page_open_timeout_s=1.0)
+    with pytest.raises(RuntimeError, match=r"slowstart seed 1: timeout \(the page did not open in 1 s\)"):
+        impatient.observe([("slowstart", 1)])
+    assert impatient.execute([task], [ok])[0].error_class == TIMEOUT
 
 
 @pytest.mark.browser

@@ -67,7 +67,7 @@ from envisions_flow.environments.web_page import (  # the browser's error classe
 from envisions_flow.environments.web_pool import run_on_pages
 from envisions_flow.environments.web_prompts import INSTRUCTION, NEXT_TURN, ONE_SHOT, REFINE_TEMPLATE, STEP_EXAMPLE_STEPS, STEP_INSTRUCTION
 from envisions_flow.environments.web_actions import Action, ProgramError, action_source
-from envisions_flow.environments.web_programs import parse_program
+from envisions_flow.environments.web_programs import parse_program, parse_source
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline-safe flags: no sandbox (we run as root in containers), no GPU, no background traffic.
@@ -124,6 +124,9 @@ class WebEnvironment:
     max_turns: int = 1
     browser_relaunches: int = 3  # per call: a browser that dies is started again this many times
     action_timeout_s: float = 1.0  # how long an action waits for its element to be there
+    # opening an episode's page (a fresh context, the task's load or restart): not the program's time, so not
+    # in its limit, which a loaded machine passed before any action ran; bounded, as a dying browser never answers
+    page_open_timeout_s: float = 60.0
     hand: Hand = field(default_factory=Hand)
     html_dir: Path | None = None
     chromium: str = CHROMIUM
@@ -237,7 +240,7 @@ class WebEnvironment:
         import ast
 
         try:
-            return ast.unparse(ast.parse(program))
+            return ast.unparse(parse_source(program))
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return "\n".join(line.rstrip() for line in program.strip().splitlines() if line.strip())
 
@@ -360,8 +363,8 @@ class WebEnvironment:
         self._clipboard = asyncio.Lock()
         flags = CHROMIUM_FLAGS + [f"--js-flags=--max-old-space-size={self.limits.memory_mb}"]
         return await run_on_pages(jobs, one, desc=desc, chromium=self.chromium, flags=flags, workers=self.workers,
-                                  timeout_s=self.limits.timeout_s, relaunches=self.browser_relaunches,
-                                  progress=self.progress)
+                                  timeout_s=self.limits.timeout_s, setup_timeout_s=self.page_open_timeout_s,
+                                  relaunches=self.browser_relaunches, progress=self.progress)
 
 
 def _raw_success(result: Execution) -> int:

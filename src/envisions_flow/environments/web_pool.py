@@ -14,11 +14,6 @@ from envisions_flow.environments.web_page import BROWSER_CRASH, INIT_JS, NAVIGAT
 
 log = logging.getLogger(__name__)
 
-# How long a page may take to be ready for a program (a fresh context and page, the task's load or restart):
-# not the program's time, so not its episode limit, which on a loaded machine it passed before any action ran.
-# Still bounded: page creation never returns when the browser dies under it.
-SETUP_TIMEOUT_S = 60.0
-
 VIEWPORT = {"width": 500, "height": 320}  # MiniWob's window (miniwob.constants.WINDOW_*)
 
 R = TypeVar("R")
@@ -26,8 +21,8 @@ J = TypeVar("J")
 
 
 async def run_on_pages(jobs: list[J], one: Callable[[Any, J, Callable[[], None]], Awaitable[R]], *, desc: str,
-                       chromium: str, flags: list[str], workers: int, timeout_s: float, relaunches: int,
-                       progress: bool, setup_timeout_s: float = SETUP_TIMEOUT_S) -> list[R | Failed]:
+                       chromium: str, flags: list[str], workers: int, timeout_s: float, setup_timeout_s: float,
+                       relaunches: int, progress: bool) -> list[R | Failed]:
     """`one(page, job, begin)` for every job on `workers` pages of one browser. Until `one` calls `begin()`
     (its page is ready, the program starts), the job is under `setup_timeout_s`; from then on, under the
     episode's `timeout_s`.
@@ -62,6 +57,11 @@ async def run_on_pages(jobs: list[J], one: Callable[[Any, J, Callable[[], None]]
 async def _worker(browsers: "_Browsers", jobs: list[J], pending: list[int], results: list, one: Callable, bar: Any,
                   timeout_s: float, setup_timeout_s: float) -> None:
     slot: list[Any] = []  # [browser, context, page] while this worker holds a usable page
+    began: list[bool] = []  # the current job's program has started (its page opened)
+
+    def begin(bound: asyncio.Timeout) -> None:
+        began.append(True)
+        bound.reschedule(asyncio.get_running_loop().time() + timeout_s)
 
     async def attempt(job: J, bound: asyncio.Timeout) -> Any:
         if not slot:
@@ -73,13 +73,13 @@ async def _worker(browsers: "_Browsers", jobs: list[J], pending: list[int], resu
             page = await context.new_page()
             context.on("page", _close_popup)  # pop-ups a program opens are closed at once
             slot.append(page)
-        loop = asyncio.get_running_loop()
-        return await one(slot[2], job, lambda: bound.reschedule(loop.time() + timeout_s))
+        return await one(slot[2], job, lambda: begin(bound))
 
     try:
         while pending:
             index = pending.pop()
             started = time.monotonic()
+            began.clear()
             browser = slot[0] if slot else browsers.current
             try:
                 if not browser.is_connected():
@@ -88,7 +88,8 @@ async def _worker(browsers: "_Browsers", jobs: list[J], pending: list[int], resu
                     results[index] = await attempt(jobs[index], bound)
             except Exception as error:  # noqa: BLE001 - each becomes an error class
                 failure = error if isinstance(error, Failed) else (
-                    Failed(TIMEOUT, "episode timed out") if isinstance(error, TimeoutError) else classify(error))
+                    Failed(TIMEOUT, "episode timed out" if began else f"the page did not open in {setup_timeout_s:g} s")
+                    if isinstance(error, TimeoutError) else classify(error))
                 if not browser.is_connected():
                     failure = Failed(BROWSER_CRASH, "the browser is gone")
                 failure.duration_s = time.monotonic() - started  # type: ignore[attr-defined]

@@ -33,6 +33,7 @@ import ast
 import operator
 import re
 import time
+import warnings
 from typing import Any, Callable
 
 from envisions_flow.environments.web_actions import (  # the vocabulary the interpreter enforces
@@ -54,6 +55,13 @@ _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
+def parse_source(source: str) -> ast.Module:
+    """`ast.parse`, without the warnings Python gives valid source as it parses (`1if`, `"\\d"`): a policy's
+    programs hold many, the verdict is the interpreter's, and a warning per sample would fill the job's log."""
+    with warnings.catch_warnings(action="ignore"):
+        return ast.parse(source)
+
+
 def parse_program(source: str, max_actions: int = 50, cpu_s: float = CPU_S) -> list[Action]:
     """The actions a program performs, or ProgramError(error class, why)."""
     if not source.strip():
@@ -61,7 +69,7 @@ def parse_program(source: str, max_actions: int = 50, cpu_s: float = CPU_S) -> l
     if len(source) > MAX_SOURCE_CHARS:
         raise ProgramError(TOO_LARGE, f"program longer than {MAX_SOURCE_CHARS} characters")
     try:
-        tree = ast.parse(source)
+        tree = parse_source(source)
     except (RecursionError, MemoryError) as error:
         raise ProgramError(TOO_LARGE, f"nested too deeply to parse ({type(error).__name__})") from None
     except (SyntaxError, ValueError) as error:
