@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import ROOT, TINY, place_base_model, snakemake, workflow_copy
+from test_workflow import ROOT, TINY, _planned_files, place_base_model, snakemake, workflow_copy
 
 from envisions_flow.environments.math import MathEnvironment
 from envisions_flow.workflow import artifacts as art
@@ -65,15 +65,7 @@ def test_web_train_episodes_are_fresh_every_iteration_and_never_test_episodes():
 
 def _explore_inputs(dry_run_output: str) -> dict[str, str]:
     """samples.parquet -> the task file its explore job reads, from a dry run's job list."""
-    inputs, rule, tasks = {}, None, None
-    for line in dry_run_output.splitlines():
-        if line.startswith("rule "):
-            rule, tasks = line[5:].rstrip(":"), None
-        elif rule == "explore" and line.strip().startswith("input:"):
-            tasks = line.split(":", 1)[1].split(",")[0].strip()
-        elif rule == "explore" and line.strip().startswith("output:"):
-            inputs[line.split(":", 1)[1].strip()] = tasks
-    return inputs
+    return {output: inputs[0] for rule, inputs, output in _planned_files(dry_run_output) if rule == "explore"}
 
 
 def test_web_explore_reads_its_iterations_episodes_and_runs_share_iteration_one(tmp_path: Path):

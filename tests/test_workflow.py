@@ -211,6 +211,12 @@ def _planned_rules(dry_run_output: str) -> set[str]:
     return set(_planned_jobs(dry_run_output))
 
 
+def _planned_files(dry_run_output: str) -> list[tuple[str, list[str], str]]:
+    """(rule, its inputs, its output) of each job with inputs in a dry run's job list."""
+    jobs = re.findall(r"rule (\w+):\n    input: (.*)\n    output: (.*)\n", dry_run_output)
+    return [(rule, inputs.split(", "), output) for rule, inputs, output in jobs]
+
+
 @pytest.mark.xdist_group("tiny_run")  # one worker makes the shared run and runs its readers
 @pytest.mark.slow(seconds=55)
 @pytest.mark.timeout(1800)  # it may make the session's shared run first
@@ -502,11 +508,11 @@ def test_named_runs_share_artifacts_and_follow_their_strategy(tmp_path: Path, te
     first = yaml.safe_load((results / "sft_dpo" / "iter1" / "checkpoint" / "training.json").read_text())
     assert first["init_model"] == "results/models/base" and first["l2_examples"] == 0
     planned = snakemake(workdir, "-n", "results/math/sft_dpo/iter2/checkpoint", config=config)
-    jobs = re.findall(r"rule (\w+):\n    input: (.*)\n    output: (.*)\n", planned.stdout + planned.stderr)
+    jobs = _planned_files(planned.stdout + planned.stderr)
     previous = "results/math/sft_dpo/iter1/checkpoint"
-    assert [inputs.split(", ")[1] for rule, inputs, output in jobs
+    assert [inputs[1] for rule, inputs, output in jobs
             if output == "results/math/sft_dpo/iter2/samples.parquet"] == [previous]
-    assert [inputs.split(", ")[0] for rule, inputs, output in jobs
+    assert [inputs[0] for rule, inputs, output in jobs
             if rule == "train" and output == "results/math/sft_dpo/iter2/checkpoint"] == [previous]
 
     summary = _table_rows(results / "fewshot" / "summary.md")  # header, rule and iteration 0 (then the caption)
